@@ -1,0 +1,17 @@
+"""Train the cross-task consistency model. `python train.py --help` lists the options."""
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from xtask_mt.engine.training import train
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    summary = train(cfg, HydraConfig.get().runtime.output_dir)
+    return summary["best"].get(cfg.trainer.monitor, float("nan"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Atomic checkpoint files, loaded with weights_only=True, checked against the model."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_FORMAT = "xtask-mt-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be used: truncated, foreign, or from another model."""
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write `payload` to `path` atomically: a temp file in the same folder, fsync, rename.
+
+    An interrupted save leaves the previous file intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint with weights_only=True; clear errors for missing/corrupt/foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile,
+            ValueError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or not a PyTorch file ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); delete it or pick another one"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not an xtask-mt checkpoint (no '{CHECKPOINT_FORMAT}' "
+                              "marker); it was written by another program")
+    return payload
+
+
+def check_model_spec(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose model description differs, naming the differing keys."""
+    keys = sorted(set(saved) | set(current))
+    diffs = [f"{k}: checkpoint={saved.get(k)!r}, config={current.get(k)!r}" for k in keys
+             if saved.get(k) != current.get(k)]
+    if diffs:
+        raise CheckpointError(f"checkpoint {path} was trained with another model; differing "
+                              f"settings: {'; '.join(diffs)}")

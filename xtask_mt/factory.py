@@ -1,0 +1,122 @@
+"""The one place that turns a composed config into objects (datasets, model, losses, ...)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from xtask_mt.data.synthetic import SyntheticScenes
+from xtask_mt.losses import CrossTaskLoss
+from xtask_mt.models import CrossTaskModel, ResNetEncoder
+from xtask_mt.weighting import (
+    FixedWeighting,
+    GradNormWeighting,
+    TaskWeighting,
+    UncertaintyWeighting,
+)
+
+
+def build_dataset(cfg: DictConfig, split: str) -> Dataset:
+    """Dataset of `split` ('train' or 'val') for `cfg.dataset`."""
+    d = cfg.dataset
+    if d.name == "synthetic":
+        size = d.train_size if split == "train" else d.val_size
+        return SyntheticScenes(split, size=size, height=d.height, width=d.width, seed=d.seed)
+    raise ValueError(f"unknown dataset {d.name!r}")
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Give every DataLoader worker its own numpy/random stream derived from torch's seed."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_loader(cfg: DictConfig, dataset: Dataset, train: bool) -> DataLoader:
+    """DataLoader with seeded shuffling; the last partial batch is dropped in training only."""
+    d = cfg.dataset
+    generator = torch.Generator()
+    generator.manual_seed(int(cfg.trainer.seed))
+    return DataLoader(
+        dataset, batch_size=d.batch_size, shuffle=train, drop_last=train and len(dataset) >
+        d.batch_size, num_workers=d.num_workers, worker_init_fn=_seed_worker,
+        generator=generator, persistent_workers=d.num_workers > 0,
+    )
+
+
+def build_model(cfg: DictConfig, num_classes: int) -> CrossTaskModel:
+    """Model from `cfg.encoder` and `cfg.model`."""
+    e, m = cfg.encoder, cfg.model
+    encoder = ResNetEncoder(depth=int(e.depth), pretrained=bool(e.pretrained),
+                            weights_path=e.get("weights_path"))
+    return CrossTaskModel(
+        encoder, num_classes=num_classes, tasks=tuple(m.tasks), transfer=bool(m.transfer.enabled),
+        transfer_batch_norm=bool(m.transfer.batch_norm), transfer_wider=bool(m.transfer.wider),
+        decoder_width=int(m.decoder_width),
+    )
+
+
+def build_criterion(cfg: DictConfig) -> CrossTaskLoss:
+    loss = cfg.loss
+    return CrossTaskLoss(depth=loss.depth.name, tdepth=loss.tdepth.name, tseg=loss.tseg.name,
+                         alpha=float(loss.alpha), gamma=float(loss.gamma),
+                         label_smoothing=float(loss.label_smoothing))
+
+
+def build_weighting(cfg: DictConfig, model: CrossTaskModel) -> TaskWeighting:
+    w = cfg.weighting
+    if w.name == "fixed":
+        return FixedWeighting(model.tasks, weights=w.get("weights"))
+    if w.name == "uncertainty":
+        return UncertaintyWeighting(model.tasks, init=float(w.init))
+    if w.name == "gradnorm":
+        return GradNormWeighting(model.tasks, model.encoder.last_shared_parameters(),
+                                 asymmetry=float(w.asymmetry))
+    raise ValueError(f"unknown weighting {w.name!r}")
+
+
+def build_optimizer(cfg: DictConfig, model: nn.Module,
+                    weighting: TaskWeighting) -> torch.optim.Optimizer:
+    """Model parameters, plus the weighting's learnable weights at their own learning rate."""
+    o = cfg.optimizer
+    groups: list[dict] = [{"params": list(model.parameters())}]
+    weighting_params: Iterable[nn.Parameter] = list(weighting.parameters())
+    if weighting_params:
+        lr = cfg.weighting.get("lr")
+        groups.append({"params": weighting_params, "lr": float(lr if lr is not None else o.lr)})
+    if o.name == "adam":
+        return torch.optim.Adam(groups, lr=float(o.lr), betas=tuple(o.betas),
+                                weight_decay=float(o.weight_decay))
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=float(o.lr), momentum=float(o.momentum),
+                               weight_decay=float(o.weight_decay), nesterov=bool(o.nesterov))
+    raise ValueError(f"unknown optimizer {o.name!r}")
+
+
+def build_scheduler(cfg: DictConfig,
+                    optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    s = cfg.scheduler
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=int(s.step_size),
+                                           gamma=float(s.gamma))
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present; asking for CUDA without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"trainer.device={name} but no CUDA device is available; use "
+                         "trainer.device=cpu or auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

@@ -1,0 +1,35 @@
+"""U-Net style decoder: five (3x conv+BN+ReLU, x2 upsample) blocks with encoder skips."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xtask_mt.models.layers import conv_block, init_weights
+
+
+class UNetDecoder(nn.Module):
+    """Decodes the five encoder maps back to input resolution with `out_channels` outputs."""
+
+    def __init__(self, encoder_channels: tuple[int, ...], out_channels: int,
+                 width: int = 128) -> None:
+        super().__init__()
+        if len(encoder_channels) != 5:
+            raise ValueError("UNetDecoder expects five encoder feature maps")
+        deepest_first = list(reversed(encoder_channels))  # layer4, layer3, ..., stem
+        blocks = [conv_block(deepest_first[0], width, 3, batch_norm=True)]
+        blocks += [conv_block(width + skip, width, 3, batch_norm=True)
+                   for skip in deepest_first[1:]]
+        self.blocks = nn.ModuleList(blocks)
+        self.head = nn.Conv2d(width, out_channels, 1)
+        init_weights(self)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        deepest_first = features[::-1]
+        x = deepest_first[0]
+        for i, block in enumerate(self.blocks):
+            if i > 0:
+                x = torch.cat([x, deepest_first[i]], dim=1)
+            x = F.interpolate(block(x), scale_factor=2, mode="bilinear", align_corners=False)
+        return self.head(x)
