@@ -95,9 +95,10 @@ class MultiTaskMetrics:
         iou, present = iou_from_confusion(per_image)
         n_present = present.sum(dim=1).clamp(min=1)
         image_miou = (iou * present).sum(dim=1) / n_present
-        image_acc = per_image.diagonal(dim1=1, dim2=2).sum(dim=1) / labelled.clamp(min=1)
+        image_acc = per_image.diagonal(dim1=1, dim2=2).sum(dim=1).double() / labelled.clamp(
+            min=1)
         self.legacy[0] += image_miou[has_pixels].sum()
-        self.legacy[1] += image_acc[has_pixels].double().sum()
+        self.legacy[1] += image_acc[has_pixels].sum()
         self.legacy[2] += has_pixels.sum()
 
     def _update_depth(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -43,11 +44,12 @@ class _Averages:
 def _check_finite(total: torch.Tensor, terms: dict[str, torch.Tensor], step: int) -> None:
     if torch.isfinite(total):
         return
-    bad = [k for k, v in terms.items() if not torch.isfinite(v)] or ["total (task weighting)"]
+    values = {k: float(v.detach()) for k, v in terms.items()}
+    bad = [k for k, v in values.items() if not math.isfinite(v)]
+    described = ", ".join(f"{k} = {values[k]}" for k in bad) or "total (task weighting)"
     raise NonFiniteLossError(
-        f"non-finite loss at training step {step}: {', '.join(bad)} = "
-        f"{', '.join(str(float(terms.get(k, total))) for k in bad)}. Lower optimizer.lr or "
-        "check the data; the last good checkpoint is kept.")
+        f"non-finite loss at training step {step}: {described}. Lower optimizer.lr or check the "
+        "data; the last good checkpoint is kept.")
 
 
 def train_one_epoch(model: nn.Module, loader: Iterable, criterion: CrossTaskLoss,

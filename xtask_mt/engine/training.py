@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from xtask_mt.engine.checkpoint import save_checkpoint
@@ -90,8 +89,15 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     ckpt_dir = output_dir / "checkpoints"
     epochs = int(t.epochs)
     steps_per_epoch = len(train_loader)
+    initial: dict[str, float] = {}
     exit_code = 1
     try:
+        if bool(t.val_at_start):
+            metrics = evaluate(model, val_loader, criterion, num_classes, device,
+                               progress_bar=bool(t.progress_bar))
+            initial = {f"val/{k}": v for k, v in metrics.items()}
+            tracker.log(initial, step=0)
+            log.info("untrained model  %s", _format(initial))
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
@@ -135,6 +141,8 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
     summary = {"final": final, "best": best, "best_epoch": best_epoch, "monitor": monitor,
                "monitor_mode": mode, "epochs": epochs, "train": train_stats}
+    if initial:
+        summary["initial"] = initial
     write_json_atomic(output_dir / "metrics.json", summary)
     log.info("best %s = %.4f at epoch %d; outputs in %s", monitor, best_value or float("nan"),
              best_epoch, output_dir)

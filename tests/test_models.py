@@ -1,0 +1,83 @@
+"""Model shapes for every encoder depth and class count, transfer-net options, weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from xtask_mt.models import CrossTaskModel, ResNetEncoder, TaskTransferNet
+from xtask_mt.models.encoder import EncoderWeightsError
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50, 101, 152])
+@pytest.mark.parametrize("num_classes", [7, 19])
+def test_output_shapes(depth, num_classes):
+    torch.manual_seed(0)
+    model = CrossTaskModel(ResNetEncoder(depth), num_classes).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 32, 64))
+    assert out["seg"].shape == (1, num_classes, 32, 64)
+    assert out["depth"].shape == (1, 1, 32, 64)
+    assert out["tdepth"].shape == (1, 1, 32, 64)
+    assert out["tseg"].shape == (1, num_classes, 32, 64)
+
+
+def test_encoder_channels_follow_block_type():
+    assert ResNetEncoder(18).channels == (64, 64, 128, 256, 512)
+    assert ResNetEncoder(50).channels == (64, 256, 512, 1024, 2048)
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+@pytest.mark.parametrize("wider", [False, True])
+def test_transfer_net_options(batch_norm, wider):
+    net = TaskTransferNet(7, 1, batch_norm=batch_norm, wider=wider)
+    has_bn = any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    assert has_bn == batch_norm
+    first_conv = net.down[0][0]
+    assert first_conv.out_channels == (128 if wider else 64)
+    assert net(torch.randn(2, 7, 16, 24)).shape == (2, 1, 16, 24)
+
+
+def test_seg_to_depth_net_sees_log_probabilities():
+    """Shifting all seg logits by a constant leaves log-softmax, so tdepth, unchanged."""
+    torch.manual_seed(0)
+    model = CrossTaskModel(ResNetEncoder(18), 5).eval()
+    seg = torch.randn(1, 5, 16, 16)
+    with torch.no_grad():
+        a = model.seg_to_depth(torch.log_softmax(seg, 1))
+        b = model.seg_to_depth(torch.log_softmax(seg + 3.0, 1))
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_local_weights_file_is_loaded(tmp_path):
+    reference = ResNetEncoder(18)
+    from torchvision.models import resnet18
+
+    net = resnet18(weights=None)
+    path = tmp_path / "resnet18.pth"
+    torch.save(net.state_dict(), path)
+    enc = ResNetEncoder(18, pretrained=True, weights_path=str(path))
+    assert torch.equal(enc.stem[0].weight, net.conv1.weight)
+    assert not torch.equal(enc.stem[0].weight, reference.stem[0].weight)
+
+
+def test_missing_or_wrong_weights_file_is_a_clear_error(tmp_path):
+    with pytest.raises(EncoderWeightsError, match="does not exist"):
+        ResNetEncoder(34, pretrained=True, weights_path=str(tmp_path / "nope.pth"))
+    from torchvision.models import resnet18
+
+    path = tmp_path / "r18.pth"
+    torch.save(resnet18(weights=None).state_dict(), path)
+    with pytest.raises(EncoderWeightsError, match="not a resnet34 state dict"):
+        ResNetEncoder(34, pretrained=True, weights_path=str(path))
+
+
+def test_unreachable_pretrained_weights_fail_clearly(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # empty cache
+
+    def no_network(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr("torch.hub.load_state_dict_from_url", no_network)
+    with pytest.raises(EncoderWeightsError, match="encoder.weights_path"):
+        ResNetEncoder(18, pretrained=True)
