@@ -13,6 +13,7 @@ far) is masked too: it has no finite depth and would make relative errors divide
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -51,7 +52,7 @@ class Cityscapes(FrameDataset):
     depth_target = "disparity"
 
     def __init__(self, root: str | Path, split: str, num_classes: int = 7, height: int = 128,
-                 width: int = 256, **kwargs) -> None:
+                 width: int = 256, **kwargs: Any) -> None:
         self.lookup = cityscapes_lookup(num_classes)
         super().__init__(root, split, height, width, CITYSCAPES_CLASS_NAMES[num_classes],
                          **kwargs)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -43,7 +44,7 @@ class NYUv2(FrameDataset):
     depth_target = "depth"
 
     def __init__(self, root: str | Path, split: str, height: int = 288, width: int = 384,
-                 **kwargs) -> None:
+                 **kwargs: Any) -> None:
         super().__init__(root, split, height, width, NYUV2_CLASS_NAMES, **kwargs)
 
     def _index(self) -> list[tuple[Path, ...]]:
