@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -11,7 +12,11 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from xtask_mt.data.cityscapes import Cityscapes
+from xtask_mt.data.labels import NYUV2_CLASS_NAMES
+from xtask_mt.data.nyuv2 import NYUv2
 from xtask_mt.data.synthetic import SyntheticScenes
+from xtask_mt.data.transforms import TrainAugmentation, depth_scaling_for
 from xtask_mt.losses import CrossTaskLoss
 from xtask_mt.models import CrossTaskModel, ResNetEncoder
 from xtask_mt.weighting import (
@@ -28,7 +33,29 @@ def build_dataset(cfg: DictConfig, split: str) -> Dataset:
     if d.name == "synthetic":
         size = d.train_size if split == "train" else d.val_size
         return SyntheticScenes(split, size=size, height=d.height, width=d.width, seed=d.seed)
+    if d.name in ("cityscapes", "nyuv2"):
+        return _build_file_dataset(d, split)
     raise ValueError(f"unknown dataset {d.name!r}")
+
+
+def _build_file_dataset(d: DictConfig, split: str) -> Dataset:
+    """Cityscapes or NYUv2, cached unless `dataset.cache=false`, augmented in training."""
+    root = Path(d.root)
+    cache_dir = (Path(d.cache_dir) if d.get("cache_dir") else root / "prepared") if d.cache \
+        else None
+    kind = Cityscapes if d.name == "cityscapes" else NYUv2
+    transform = None
+    if split == "train" and d.augment.enabled:
+        transform = TrainAugmentation(flip=bool(d.augment.flip), scales=list(d.augment.scales),
+                                      depth_scaling=depth_scaling_for(
+                                          kind.depth_target, bool(d.augment.legacy_depth_scaling)))
+    common = {"transform": transform, "cache_dir": cache_dir, "height": int(d.height),
+              "width": int(d.width)}
+    if kind is Cityscapes:
+        return Cityscapes(root, split, num_classes=int(d.num_classes), **common)
+    if int(d.num_classes) != len(NYUV2_CLASS_NAMES):
+        raise ValueError(f"NYUv2 has 13 classes; got dataset.num_classes={d.num_classes}")
+    return NYUv2(root, split, **common)
 
 
 def _seed_worker(worker_id: int) -> None:

@@ -5,8 +5,8 @@ Geometry: a camera above a ground plane. Ground depth grows towards the horizon
 its own depth, so its base row is where the ground has that depth. Objects are painted
 far to near. Colour depends on class, fades into haze with distance, and carries noise.
 Depth is given in far-plane units (metres / 20, so the sky is 1.0), close to the range of
-the Cityscapes disparity target. Each scene is a pure function of (seed, split, index), so the dataset is deterministic and
-needs no files.
+the Cityscapes disparity target. Each scene is a pure function of (seed, split, index), so
+the dataset is deterministic and needs no files.
 """
 
 from __future__ import annotations
