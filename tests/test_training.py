@@ -45,11 +45,11 @@ def test_training_improves_over_untrained_model(tmp_path):
     overrides = ["encoder=resnet18", "dataset.height=32", "dataset.width=64",
                  "dataset.train_size=32", "dataset.val_size=16", "trainer.device=cpu",
                  "trainer.progress_bar=false", "optimizer.lr=0.001"]
-    untrained = train(compose_config(overrides + ["trainer.epochs=1", "optimizer.lr=0.0"]),
-                      tmp_path / "untrained")
-    trained = train(compose_config(overrides + ["trainer.epochs=6"]), tmp_path / "trained")
-    assert trained["best"]["val/miou"] > untrained["final"]["val/miou"] + 0.1
-    assert trained["best"]["val/abs_err"] < untrained["final"]["val/abs_err"]
+    trained = train(compose_config(overrides + ["trainer.epochs=6", "trainer.val_at_start=true"]),
+                    tmp_path)
+    untrained = trained["initial"]
+    assert trained["best"]["val/miou"] > untrained["val/miou"] + 0.1
+    assert trained["best"]["val/abs_err"] < untrained["val/abs_err"]
 
 
 def test_evaluate_reproduces_training_metrics(tmp_path):

@@ -7,8 +7,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from xtask_mt.errors import UserError
 
-class DatasetError(ValueError):
+
+class DatasetError(UserError, ValueError):
     """A dataset on disk is missing, incomplete or holds something it should not."""
 
 

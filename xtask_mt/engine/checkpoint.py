@@ -11,11 +11,13 @@ from typing import Any
 
 import torch
 
+from xtask_mt.errors import UserError
+
 CHECKPOINT_FORMAT = "xtask-mt-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError):
     """A checkpoint file that cannot be used: truncated, foreign, or from another model."""
 
 

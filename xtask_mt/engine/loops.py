@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from xtask_mt.errors import UserError
 from xtask_mt.losses import CrossTaskLoss
 from xtask_mt.metrics import MultiTaskMetrics
 from xtask_mt.weighting import TaskWeighting
 
+log = logging.getLogger(__name__)
 
-class NonFiniteLossError(RuntimeError):
+
+class NonFiniteLossError(UserError):
     """A loss became NaN or inf; training stops rather than continue silently."""
 
 
@@ -41,9 +46,8 @@ class _Averages:
         return {k: float(v) / self.counts[k] for k, v in self.sums.items()}
 
 
-def _check_finite(total: torch.Tensor, terms: dict[str, torch.Tensor], step: int) -> None:
-    if torch.isfinite(total):
-        return
+def raise_non_finite(total: torch.Tensor, terms: dict[str, torch.Tensor], step: int) -> None:
+    """Raise NonFiniteLossError naming the step and the non-finite loss terms."""
     values = {k: float(v.detach()) for k, v in terms.items()}
     bad = [k for k, v in values.items() if not math.isfinite(v)]
     described = ", ".join(f"{k} = {values[k]}" for k in bad) or "total (task weighting)"
@@ -52,34 +56,62 @@ def _check_finite(total: torch.Tensor, terms: dict[str, torch.Tensor], step: int
         "data; the last good checkpoint is kept.")
 
 
+@dataclass
+class EpochResult:
+    """What one (possibly partial) training epoch did."""
+
+    stats: dict[str, float]
+    steps_done: int  # steps of this epoch completed so far, skipped ones included
+    skipped_nonfinite: int = 0
+    stopped: bool = False
+
+
 def train_one_epoch(model: nn.Module, loader: Iterable, criterion: CrossTaskLoss,
                     weighting: TaskWeighting, optimizer: torch.optim.Optimizer,
                     device: torch.device, first_step: int = 0, description: str = "train",
-                    progress_bar: bool = True) -> dict[str, float]:
+                    progress_bar: bool = True, skip_steps: int = 0,
+                    skip_nonfinite: bool = False,
+                    stop_requested: Callable[[], bool] = lambda: False) -> EpochResult:
     """Train for one pass over `loader` with one backward pass per step.
 
-    Returns mean loss terms (`loss_*`), task losses (`task_*`) and the total.
+    `skip_steps` batches are drawn but not trained on (resuming inside an epoch). A
+    non-finite loss raises NonFiniteLossError, or with `skip_nonfinite` skips the batch.
+    `stop_requested` is polled after every step; when it turns true the epoch ends early.
+    Stats: mean loss terms (`loss_*`), task losses (`task_*`) and the total.
     """
     model.train()
     weighting.train()
     averages = _Averages()
+    skipped = 0
+    steps_done = 0
     bar = tqdm(loader, desc=description, leave=False, disable=not progress_bar,
                dynamic_ncols=True)
     for i, batch in enumerate(bar):
+        steps_done = i + 1
+        if i < skip_steps:
+            continue
         batch = to_device(batch, device)
         optimizer.zero_grad(set_to_none=True)
         out = model(batch["image"])
         losses = criterion(out, batch)
         total = weighting.combine(losses.tasks)
-        _check_finite(total, losses.terms, first_step + i)
-        total.backward()
-        optimizer.step()
-        weighting.after_step()
-        averages.add({**{f"loss_{k}": v for k, v in losses.terms.items()},
-                      **{f"task_{k}": v for k, v in losses.tasks.items()}, "total": total})
-        if progress_bar:
-            bar.set_postfix(loss=f"{float(total.detach()):.4f}", refresh=False)
-    return averages.result()
+        if not torch.isfinite(total):
+            if not skip_nonfinite:
+                raise_non_finite(total, losses.terms, first_step + i)
+            skipped += 1
+            log.warning("skipping batch at step %d: non-finite loss", first_step + i)
+            optimizer.zero_grad(set_to_none=True)
+        else:
+            total.backward()
+            optimizer.step()
+            weighting.after_step()
+            averages.add({**{f"loss_{k}": v for k, v in losses.terms.items()},
+                          **{f"task_{k}": v for k, v in losses.tasks.items()}, "total": total})
+            if progress_bar:
+                bar.set_postfix(loss=f"{float(total.detach()):.4f}", refresh=False)
+        if stop_requested():
+            return EpochResult(averages.result(), steps_done, skipped, stopped=True)
+    return EpochResult(averages.result(), steps_done, skipped)
 
 
 @torch.no_grad()

@@ -1,4 +1,5 @@
-"""A whole training run: build from the config, train, validate, checkpoint, summarise."""
+"""A whole training run: build from the config, train, validate, checkpoint, summarise,
+and resume from the last checkpoint after an interruption."""
 
 from __future__ import annotations
 
@@ -8,13 +9,20 @@ import math
 import os
 import tempfile
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from xtask_mt.engine.checkpoint import save_checkpoint
+from xtask_mt.engine.checkpoint import (
+    CheckpointError,
+    check_model_spec,
+    load_checkpoint,
+    save_checkpoint,
+)
 from xtask_mt.engine.loops import evaluate, train_one_epoch
+from xtask_mt.engine.preemption import StopRequest, TrainingInterrupted, signal_name
 from xtask_mt.factory import (
     build_criterion,
     build_dataset,
@@ -28,8 +36,23 @@ from xtask_mt.factory import (
 )
 from xtask_mt.models import CrossTaskModel
 from xtask_mt.tracking import build_tracker
+from xtask_mt.validation import ConfigError, validate_config
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint so a resumed job carries on."""
+
+    epoch: int = 0                 # epochs fully trained
+    step_in_epoch: int = 0         # steps of epoch + 1 done when a stop signal came
+    best_value: float | None = None
+    best_epoch: int = 0
+    best: dict[str, float] = field(default_factory=dict)
+    final: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    skipped_nonfinite: int = 0
 
 
 def model_spec(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
@@ -55,13 +78,29 @@ def _is_better(value: float, best: float | None, mode: str) -> bool:
     return value > best if mode == "max" else value < best
 
 
+def resume_checkpoint_path(resume: Any, output_dir: Path) -> Path | None:
+    """`auto`: the job's own last checkpoint if there is one; false: none; else that file."""
+    if resume is False or str(resume).lower() in ("false", "none", ""):
+        return None
+    if str(resume) == "auto":
+        last = output_dir / "checkpoints" / "last.pt"
+        return last if last.is_file() else None
+    path = Path(str(resume)).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"trainer.resume={resume!r}: no such checkpoint file; use auto, "
+                              "false or the path of a last.pt / best.pt")
+    return path
+
+
 def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """Run the training job described by `cfg`, writing checkpoints and metrics.json into
     `output_dir`. Returns the summary that metrics.json holds."""
+    validate_config(cfg)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     t = cfg.trainer
-    seed_everything(int(t.seed))
+    seed = int(t.seed)
+    seed_everything(seed)
     device = resolve_device(str(t.device))
 
     train_set, val_set = build_dataset(cfg, "train"), build_dataset(cfg, "val")
@@ -75,77 +114,125 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     scheduler = build_scheduler(cfg, optimizer)
     config = OmegaConf.to_container(cfg, resolve=True)
     spec = model_spec(cfg, num_classes)
-    tracker = build_tracker(cfg, output_dir)
+
+    progress = Progress()
+    run_id = None
+    resume_path = resume_checkpoint_path(t.get("resume", "auto"), output_dir)
+    if resume_path is not None:
+        payload = load_checkpoint(resume_path)
+        check_model_spec(resume_path, payload.get("model_spec", {}), spec)
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        weighting.load_state_dict(payload["weighting"])
+        progress = Progress(**payload["progress"])
+        run_id = payload.get("wandb_run_id")
+        log.info("resuming from %s: %d epochs done, %d steps into the next", resume_path,
+                 progress.epoch, progress.step_in_epoch)
+    tracker = build_tracker(cfg, output_dir, resume_id=run_id)
     log.info("training on %s: %d train / %d val samples, %d classes, %.1fM parameters",
              device, len(train_set), len(val_set), num_classes,
              sum(p.numel() for p in model.parameters()) / 1e6)
 
     monitor, mode = str(t.monitor), str(t.monitor_mode)
-    best_value: float | None = None
-    best: dict[str, float] = {}
-    best_epoch = 0
-    final: dict[str, float] = {}
-    train_stats: dict[str, float] = {}
-    ckpt_dir = output_dir / "checkpoints"
     epochs = int(t.epochs)
     steps_per_epoch = len(train_loader)
+    ckpt_dir = output_dir / "checkpoints"
+    epochs_run: list[int] = []
     initial: dict[str, float] = {}
+    train_stats: dict[str, float] = {}
+
+    def checkpoint(path_names: tuple[str, ...]) -> None:
+        payload = {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "weighting": weighting.state_dict(),
+            "epoch": progress.epoch, "progress": asdict(progress), "config": config,
+            "model_spec": spec, "wandb_run_id": tracker.run_id,
+        }
+        for name in path_names:
+            save_checkpoint(ckpt_dir / name, payload)
+
     exit_code = 1
     try:
-        if bool(t.val_at_start):
+        if bool(t.val_at_start) and progress.epoch == 0 and progress.step_in_epoch == 0:
             metrics = evaluate(model, val_loader, criterion, num_classes, device,
                                progress_bar=bool(t.progress_bar))
             initial = {f"val/{k}": v for k, v in metrics.items()}
             tracker.log(initial, step=0)
             log.info("untrained model  %s", _format(initial))
-        for epoch in range(1, epochs + 1):
-            start = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
-            train_stats = train_one_epoch(
-                model, train_loader, criterion, weighting, optimizer, device,
-                first_step=(epoch - 1) * steps_per_epoch,
-                description=f"epoch {epoch}/{epochs}", progress_bar=bool(t.progress_bar))
-            scheduler.step()
-            logged = {f"train/{k}": v for k, v in train_stats.items()}
-            logged.update({f"train/weight_{k}": v for k, v in weighting.task_weights().items()})
-            logged["train/lr"] = lr
-            is_best = False
-            if epoch % int(t.val_every) == 0 or epoch == epochs:
-                metrics = evaluate(model, val_loader, criterion, num_classes, device,
-                                   progress_bar=bool(t.progress_bar))
-                final = {f"val/{k}": v for k, v in metrics.items()}
-                logged.update(final)
-                value = final.get(monitor)
-                if value is None:
-                    raise KeyError(f"trainer.monitor={monitor!r} is not among the validation "
-                                   f"metrics {sorted(final)}")
-                is_best = _is_better(value, best_value, mode)
-                if is_best:
-                    best_value, best, best_epoch = value, dict(final), epoch
-            logged["epoch_time_s"] = time.perf_counter() - start
-            tracker.log(logged, step=epoch)
-            payload = {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "weighting": weighting.state_dict(),
-                "epoch": epoch, "config": config, "model_spec": spec,
-                "best": {"value": best_value, "epoch": best_epoch, "metrics": best},
-                "wandb_run_id": tracker.run_id,
-            }
-            save_checkpoint(ckpt_dir / "last.pt", payload)
-            if is_best:
-                save_checkpoint(ckpt_dir / "best.pt", payload)
-            log.info("epoch %d/%d  %s", epoch, epochs, _format(logged))
+        with StopRequest() as stop:
+            for epoch in range(progress.epoch + 1, epochs + 1):
+                start = time.perf_counter()
+                # Randomness is a function of (seed, epoch): a resumed epoch replays the
+                # same shuffling and augmentation as an uninterrupted run.
+                seed_everything(seed + epoch)
+                train_loader.generator.manual_seed(seed + epoch)
+                lr = optimizer.param_groups[0]["lr"]
+                result = train_one_epoch(
+                    model, train_loader, criterion, weighting, optimizer, device,
+                    first_step=(epoch - 1) * steps_per_epoch,
+                    description=f"epoch {epoch}/{epochs}", progress_bar=bool(t.progress_bar),
+                    skip_steps=progress.step_in_epoch,
+                    skip_nonfinite=bool(t.skip_nonfinite), stop_requested=lambda: stop.requested)
+                progress.skipped_nonfinite += result.skipped_nonfinite
+                if result.stopped and result.steps_done < steps_per_epoch:
+                    progress.step_in_epoch = result.steps_done
+                    checkpoint(("last.pt",))
+                    raise TrainingInterrupted(
+                        stop.signum or 15,
+                        f"stopped by {signal_name(stop.signum)} in epoch {epoch} after step "
+                        f"{result.steps_done}/{steps_per_epoch}; checkpoint written to "
+                        f"{ckpt_dir / 'last.pt'}. Run the same command again (trainer.resume="
+                        "auto) to continue.")
+                progress.step_in_epoch = 0
+                train_stats = result.stats
+                scheduler.step()
+                logged = {f"train/{k}": v for k, v in train_stats.items()}
+                logged.update({f"train/weight_{k}": v
+                               for k, v in weighting.task_weights().items()})
+                logged["train/lr"] = lr
+                logged["train/skipped_nonfinite"] = float(progress.skipped_nonfinite)
+                is_best = False
+                if epoch % int(t.val_every) == 0 or epoch == epochs:
+                    metrics = evaluate(model, val_loader, criterion, num_classes, device,
+                                       progress_bar=bool(t.progress_bar))
+                    progress.final = {f"val/{k}": v for k, v in metrics.items()}
+                    logged.update(progress.final)
+                    value = progress.final.get(monitor)
+                    if value is None:
+                        raise ConfigError(f"trainer.monitor={monitor!r} is not among the "
+                                          f"validation metrics {sorted(progress.final)}")
+                    is_best = _is_better(value, progress.best_value, mode)
+                    if is_best:
+                        progress.best_value, progress.best_epoch = value, epoch
+                        progress.best = dict(progress.final)
+                    progress.history.append({"epoch": epoch, **progress.final})
+                logged["epoch_time_s"] = time.perf_counter() - start
+                progress.epoch = epoch
+                epochs_run.append(epoch)
+                tracker.log(logged, step=epoch)
+                checkpoint(("last.pt", "best.pt") if is_best else ("last.pt",))
+                log.info("epoch %d/%d  %s", epoch, epochs, _format(logged))
+                if stop.requested:
+                    raise TrainingInterrupted(
+                        stop.signum or 15,
+                        f"stopped by {signal_name(stop.signum)} after epoch {epoch}; checkpoint "
+                        f"written to {ckpt_dir / 'last.pt'}. Run the same command again "
+                        "(trainer.resume=auto) to continue.")
         exit_code = 0
     finally:
         tracker.finish(exit_code)
 
-    summary = {"final": final, "best": best, "best_epoch": best_epoch, "monitor": monitor,
-               "monitor_mode": mode, "epochs": epochs, "train": train_stats}
+    summary = {"final": progress.final, "best": progress.best, "best_epoch": progress.best_epoch,
+               "monitor": monitor, "monitor_mode": mode, "epochs": epochs, "train": train_stats,
+               "history": progress.history, "epochs_run": epochs_run,
+               "skipped_nonfinite": progress.skipped_nonfinite}
     if initial:
         summary["initial"] = initial
     write_json_atomic(output_dir / "metrics.json", summary)
-    log.info("best %s = %.4f at epoch %d; outputs in %s", monitor, best_value or float("nan"),
-             best_epoch, output_dir)
+    log.info("best %s = %.4f at epoch %d; outputs in %s", monitor,
+             progress.best_value if progress.best_value is not None else float("nan"),
+             progress.best_epoch, output_dir)
     return summary
 
 

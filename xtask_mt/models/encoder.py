@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torchvision import models as tv_models
 
+from xtask_mt.errors import UserError
+
 ENCODER_DEPTHS: tuple[int, ...] = (18, 34, 50, 101, 152)
 
 _BUILDERS = {
@@ -19,7 +21,7 @@ _BUILDERS = {
 }
 
 
-class EncoderWeightsError(RuntimeError):
+class EncoderWeightsError(UserError):
     """Raised when pretrained weights are requested but cannot be obtained."""
 
 

@@ -1,0 +1,94 @@
+"""Check every config value before any work starts, naming the key, value and accepted range."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from xtask_mt.errors import UserError
+from xtask_mt.models.encoder import ENCODER_DEPTHS
+
+DATASET_CLASSES = {"synthetic": (7,), "cityscapes": (7, 19), "nyuv2": (13,)}
+
+
+class ConfigError(UserError):
+    """A config value outside its accepted range or choices."""
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _check(cfg: DictConfig, key: str, ok: Callable[[Any], bool], accepted: str) -> None:
+    value = OmegaConf.select(cfg, key, default=None)
+    if value is None or not ok(value):
+        raise ConfigError(f"invalid config value {key}={value!r}: expected {accepted}")
+
+
+def _in_range(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False
+              ) -> Callable[[Any], bool]:
+    def ok(value: Any) -> bool:
+        v = _number(value)
+        if v is None or math.isnan(v):
+            return False
+        return (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    return ok
+
+
+def _int_at_least(lo: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _positive_multiple_of_32(v: Any) -> bool:
+    return _int_at_least(32)(v) and v % 32 == 0
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first value out of range (see README, Failure handling)."""
+    _check(cfg, "loss.alpha", _in_range(0, 1), "a number in [0, 1]")
+    _check(cfg, "loss.gamma", _in_range(0, 1), "a number in [0, 1]")
+    _check(cfg, "loss.label_smoothing", _in_range(0, 1, hi_open=True), "a number in [0, 1)")
+    _check(cfg, "encoder.depth", lambda v: v in ENCODER_DEPTHS,
+           f"one of {list(ENCODER_DEPTHS)} (pick encoder=resnet18|34|50|101|152)")
+    _check(cfg, "dataset.name", lambda v: v in DATASET_CLASSES,
+           f"one of {sorted(DATASET_CLASSES)}")
+    classes = DATASET_CLASSES[cfg.dataset.name]
+    _check(cfg, "dataset.num_classes", lambda v: v in classes,
+           f"{' or '.join(map(str, classes))} for dataset={cfg.dataset.name}")
+    for key in ("dataset.height", "dataset.width"):
+        _check(cfg, key, _positive_multiple_of_32,
+               "a positive integer divisible by 32 (the encoder downsamples 32x)")
+    _check(cfg, "dataset.batch_size", _int_at_least(1), "an integer >= 1")
+    _check(cfg, "dataset.num_workers", _int_at_least(0), "an integer >= 0")
+    if cfg.dataset.name == "synthetic":
+        for key in ("dataset.train_size", "dataset.val_size"):
+            _check(cfg, key, _int_at_least(1), "an integer >= 1")
+    _check(cfg, "optimizer.lr", _in_range(0, math.inf, lo_open=True, hi_open=True),
+           "a positive number")
+    if cfg.optimizer.name == "adam":
+        _check(cfg, "optimizer.betas", lambda v: len(v) == 2 and all(
+            _in_range(0, 1, hi_open=True)(b) for b in v), "two numbers in [0, 1)")
+    _check(cfg, "optimizer.weight_decay", _in_range(0, math.inf, hi_open=True),
+           "a number >= 0")
+    _check(cfg, "scheduler.step_size", _int_at_least(1), "an integer >= 1")
+    _check(cfg, "scheduler.gamma", _in_range(0, 1, lo_open=True), "a number in (0, 1]")
+    if cfg.weighting.name == "gradnorm":
+        _check(cfg, "weighting.asymmetry", _in_range(0, math.inf, hi_open=True),
+               "a number >= 0")
+    if cfg.weighting.get("lr") is not None:
+        _check(cfg, "weighting.lr", _in_range(0, math.inf, lo_open=True, hi_open=True),
+               "a positive number or null")
+    _check(cfg, "trainer.epochs", _int_at_least(1), "an integer >= 1")
+    _check(cfg, "trainer.val_every", _int_at_least(1), "an integer >= 1")
+    _check(cfg, "trainer.device", lambda v: isinstance(v, str) and (
+        v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit())),
+           "auto, cpu, cuda or cuda:N")
+    _check(cfg, "trainer.monitor_mode", lambda v: v in ("max", "min"), "max or min")
+    _check(cfg, "trainer.seed", _int_at_least(0), "an integer >= 0")
+    _check(cfg, "trainer.resume", lambda v: isinstance(v, str | bool) and v is not True,
+           "auto, false, or the path of a checkpoint file")
