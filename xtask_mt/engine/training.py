@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from xtask_mt.engine.checkpoint import save_checkpoint
 from xtask_mt.engine.loops import evaluate, train_one_epoch
+from xtask_mt.engine.samples import validation_previews
 from xtask_mt.factory import (
     build_criterion,
     build_dataset,
@@ -113,6 +113,11 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
                 if value is None:
                     raise KeyError(f"trainer.monitor={monitor!r} is not among the validation "
                                    f"metrics {sorted(final)}")
+                if tracker.sample_count:
+                    previews = validation_previews(model, val_loader, num_classes, device,
+                                                   tracker.sample_count)
+                    tracker.log_samples({"previews": previews, "class_names": getattr(
+                        val_set, "class_names", None)}, step=epoch)
                 is_best = _is_better(value, best_value, mode)
                 if is_best:
                     best_value, best, best_epoch = value, dict(final), epoch
