@@ -139,10 +139,10 @@ def start_wandb_run(cfg: DictConfig, output_dir: Path, resume_id: str | None = N
     `resume_id` (a checkpoint's `wandb_run_id`) continues that run instead of a new one.
     """
     lg = cfg.logger
-    mode = str(lg.mode)
+    mode = os.environ.get("WANDB_MODE") or str(lg.mode)  # the environment wins, as in W&B
     if mode not in MODES:
-        raise ValueError(f"logger.mode={mode!r} is not one of {', '.join(MODES)}; pick one, "
-                         "e.g. logger.mode=offline")
+        raise ValueError(f"W&B mode {mode!r} (logger.mode or WANDB_MODE) is not one of "
+                         f"{', '.join(MODES)}; pick one, e.g. logger.mode=offline")
     if mode == "disabled":
         return Tracker()
     context = hydra_job_context()
