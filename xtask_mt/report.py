@@ -181,7 +181,7 @@ def write_heatmap(jobs: list[JobRecord], metric: str, path: Path) -> bool:
     ax.set_title(f"best {metric}")
     for y, row in enumerate(grid):
         for x, value in enumerate(row):
-            ax.text(x, y, "failed" if math.isnan(value) else f"{value:.4f}", ha="center",
+            ax.text(x, y, "no result" if math.isnan(value) else f"{value:.4f}", ha="center",
                     va="center", color="white", fontsize=8)
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
