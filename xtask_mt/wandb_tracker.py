@@ -158,7 +158,8 @@ def start_wandb_run(cfg: DictConfig, output_dir: Path, resume_id: str | None = N
             job_type=lg.get("job_type"), tags=list(lg.get("tags") or []), name=name,
             config=OmegaConf.to_container(cfg, resolve=True), dir=str(output_dir), mode=mode,
             id=resume_id, resume="allow", reinit="finish_previous",
-            settings=wandb.Settings(init_timeout=float(lg.get("init_timeout", 60))),
+            settings=wandb.Settings(init_timeout=float(lg.get("init_timeout", 60)),
+                                    finish_timeout=float(lg.get("finish_timeout", 0))),
         )
         run.define_metric("epoch")
         run.define_metric("*", step_metric="epoch")
