@@ -20,8 +20,9 @@ pytestmark = pytest.mark.slow
 
 
 def run_train(*args: str) -> subprocess.CompletedProcess:
+    # one thread per job: tiny models gain nothing from more, and jobs share the CPU
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline",
-           "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1"}
+           "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
 
@@ -70,9 +71,8 @@ def test_failed_job_is_visible_and_a_rerun_skips_finished_jobs(tmp_path: Path) -
     sweep = tmp_path / "sweep"
     args = ["-m", *tiny_overrides(logger="wandb", **{"logger.mode": "offline",
             "logger.samples": 0, "dataset.num_workers": 1}),
-            "trainer.monitor=val/miou,val/not_a_metric",
-            "hydra/launcher=local_parallel", f"hydra.sweep.dir={sweep}"]
-    first = run_train(*args)
+            "trainer.monitor=val/miou,val/not_a_metric", f"hydra.sweep.dir={sweep}"]
+    first = run_train(*args, "hydra/launcher=local_parallel")  # two jobs in parallel (joblib)
     assert first.returncode != 0 and "val/not_a_metric" in first.stderr
     good, bad = sweep / "0", sweep / "1"
 
@@ -92,7 +92,9 @@ def test_failed_job_is_visible_and_a_rerun_skips_finished_jobs(tmp_path: Path) -
 
     kept = {p: p.stat().st_mtime_ns for p in (good / "metrics.json",
                                                good / "checkpoints" / "last.pt")}
-    second = run_train(*args)  # same sweep again: the finished job is skipped
+    # the same sweep again (the sweep dir names it; the launcher may change): the finished
+    # job is skipped, the failed one runs again
+    second = run_train(*args)
     assert second.returncode != 0
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
     assert len(offline_runs(good)) == 1 and len(offline_runs(bad)) == 2

@@ -15,6 +15,15 @@ from xtask_mt.engine import training
 from xtask_mt.tracking import Tracker, build_tracker
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models train several times faster on one thread when the CPU is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
