@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 SWEEPS = ROOT / "sweeps"
 HYDRA_SWEEPS = sorted(p.stem for p in SWEEPS.glob("*.yaml"))
-WANDB_SPECS = sorted((SWEEPS / "wandb").glob("*.yaml"))
+WANDB_SPECS = sorted((SWEEPS / "wandb_agent").glob("*.yaml"))
 
 
 def compose_sweep(name: str, overrides: list[str] = (), hydra: bool = False) -> DictConfig:
