@@ -102,3 +102,35 @@ def test_disabled_mode_and_bad_mode(tmp_path, monkeypatch) -> None:
     with pytest.raises(ValueError, match="logger.mode or WANDB_MODE"):
         build_tracker(wandb_cfg(logger__mode="ofline"), tmp_path)
     assert not (tmp_path / "wandb").exists()
+
+
+class _BrokenRun:
+    """A run whose logging breaks mid-training (e.g. W&B's service died)."""
+
+    id, dir = "broken1", None
+
+    def __init__(self) -> None:
+        self.summary: dict = {}
+        self.exit_codes: list[int] = []
+
+    def define_metric(self, *args, **kwargs) -> None:
+        pass
+
+    def log(self, values: dict) -> None:
+        raise ConnectionError("service gone")
+
+    def finish(self, exit_code: int = 0) -> None:
+        self.exit_codes.append(exit_code)
+
+
+def test_wandb_failing_mid_run_warns_once(caplog) -> None:
+    from xtask_mt.wandb_tracker import WandbTracker
+
+    run = _BrokenRun()
+    tracker = WandbTracker(run, "val/miou", "max", samples=0)
+    with caplog.at_level(logging.WARNING):
+        for epoch in (1, 2, 3):
+            tracker.log({"val/miou": 0.1 * epoch}, step=epoch)
+    assert caplog.text.count("W&B log failed (ConnectionError") == 1
+    tracker.finish(1)
+    assert run.exit_codes == [1]

@@ -21,6 +21,7 @@ from xtask_mt.visuals import SamplePreview
 log = logging.getLogger(__name__)
 
 MODES = ("online", "offline", "disabled")
+_MODE_ALIASES = {"dryrun": "offline", "run": "online"}  # older WANDB_MODE values
 _MAX_GROUP = 128  # W&B's limit on group names
 
 
@@ -60,6 +61,11 @@ class WandbTracker(Tracker):
         self._best: float | None = None
         self._defined: set[str] = set()
         self._failed = False
+        self._guard("define_metric", self._define_step)
+
+    def _define_step(self) -> None:
+        self.run.define_metric("epoch")
+        self.run.define_metric("*", step_metric="epoch")
 
     def _guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
         if self._failed:
@@ -140,6 +146,7 @@ def start_wandb_run(cfg: DictConfig, output_dir: Path, resume_id: str | None = N
     """
     lg = cfg.logger
     mode = os.environ.get("WANDB_MODE") or str(lg.mode)  # the environment wins, as in W&B
+    mode = _MODE_ALIASES.get(mode, mode)
     if mode not in MODES:
         raise ValueError(f"W&B mode {mode!r} (logger.mode or WANDB_MODE) is not one of "
                          f"{', '.join(MODES)}; pick one, e.g. logger.mode=offline")
@@ -161,13 +168,10 @@ def start_wandb_run(cfg: DictConfig, output_dir: Path, resume_id: str | None = N
             settings=wandb.Settings(init_timeout=float(lg.get("init_timeout", 60)),
                                     finish_timeout=float(lg.get("finish_timeout", 0))),
         )
-        run.define_metric("epoch")
-        run.define_metric("*", step_metric="epoch")
     except Exception as exc:  # W&B must never stop training
         log.warning("W&B could not start (%s: %s); training goes on without W&B logging",
                     type(exc).__name__, exc)
         return Tracker()
-    log.info("W&B run %s (%s, %s) in %s", run.id, name, mode,
-             os.path.relpath(run.dir) if run.dir else output_dir)
+    log.info("W&B run %s (%s, %s) in %s", run.id, name, mode, run.dir or output_dir)
     return WandbTracker(run, str(cfg.trainer.monitor), str(cfg.trainer.monitor_mode),
                         int(lg.get("samples", 0)))
