@@ -4,14 +4,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from xtask_mt.engine.training import train
+from xtask_mt.engine.sweep_job import run_training_job
 from xtask_mt.entry import exit_on_user_error
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
-    summary = train(cfg, HydraConfig.get().runtime.output_dir)
+    summary = run_training_job(cfg, HydraConfig.get().runtime.output_dir)
     return summary["best"].get(cfg.trainer.monitor, float("nan"))
 
 

@@ -23,6 +23,7 @@ from xtask_mt.engine.checkpoint import (
 )
 from xtask_mt.engine.loops import evaluate, train_one_epoch
 from xtask_mt.engine.preemption import StopRequest, TrainingInterrupted, signal_name
+from xtask_mt.engine.samples import validation_previews
 from xtask_mt.factory import (
     build_criterion,
     build_dataset,
@@ -202,6 +203,11 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
                     if value is None:
                         raise ConfigError(f"trainer.monitor={monitor!r} is not among the "
                                           f"validation metrics {sorted(progress.final)}")
+                    if tracker.sample_count:
+                        previews = validation_previews(model, val_loader, num_classes, device,
+                                                       tracker.sample_count)
+                        tracker.log_samples({"previews": previews, "class_names": getattr(
+                            val_set, "class_names", None)}, step=epoch)
                     is_best = _is_better(value, progress.best_value, mode)
                     if is_best:
                         progress.best_value, progress.best_epoch = value, epoch
