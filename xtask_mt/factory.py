@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from xtask_mt.data.synthetic import SyntheticScenes
 from xtask_mt.losses import CrossTaskLoss
 from xtask_mt.models import CrossTaskModel, ResNetEncoder
+from xtask_mt.models.multitask import TASKS
 from xtask_mt.weighting import (
     FixedWeighting,
     GradNormWeighting,
@@ -23,12 +24,17 @@ from xtask_mt.weighting import (
 
 
 def build_dataset(cfg: DictConfig, split: str) -> Dataset:
-    """Dataset of `split` ('train' or 'val') for `cfg.dataset`."""
+    """Dataset of `split` ('train', 'val', or 'test' where `dataset_splits` lists it)."""
     d = cfg.dataset
     if d.name == "synthetic":
-        size = d.train_size if split == "train" else d.val_size
+        size = {"train": d.train_size, "val": d.val_size}.get(split, d.get("test_size"))
         return SyntheticScenes(split, size=size, height=d.height, width=d.width, seed=d.seed)
     raise ValueError(f"unknown dataset {d.name!r}")
+
+
+def dataset_splits(cfg: DictConfig) -> tuple[str, ...]:
+    """Splits `cfg.dataset` provides (`dataset.splits`); the real benchmarks have train/val."""
+    return tuple(cfg.dataset.get("splits") or ("train", "val"))
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -72,7 +78,10 @@ def build_criterion(cfg: DictConfig) -> CrossTaskLoss:
 def build_weighting(cfg: DictConfig, model: CrossTaskModel) -> TaskWeighting:
     w = cfg.weighting
     if w.name == "fixed":
-        return FixedWeighting(model.tasks, weights=w.get("weights"))
+        # weights of tasks a single-task model lacks are dropped; unknown names still fail
+        weights = {k: v for k, v in (w.get("weights") or {}).items()
+                   if k in model.tasks or k not in TASKS}
+        return FixedWeighting(model.tasks, weights=weights)
     if w.name == "uncertainty":
         return UncertaintyWeighting(model.tasks, init=float(w.init))
     if w.name == "gradnorm":

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from xtask_mt.engine.checkpoint import save_checkpoint
@@ -86,6 +85,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     best: dict[str, float] = {}
     best_epoch = 0
     final: dict[str, float] = {}
+    history: list[dict[str, float]] = []  # validation metrics of every validated epoch
     train_stats: dict[str, float] = {}
     ckpt_dir = output_dir / "checkpoints"
     epochs = int(t.epochs)
@@ -108,6 +108,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
                 metrics = evaluate(model, val_loader, criterion, num_classes, device,
                                    progress_bar=bool(t.progress_bar))
                 final = {f"val/{k}": v for k, v in metrics.items()}
+                history.append({"epoch": epoch, **final})
                 logged.update(final)
                 value = final.get(monitor)
                 if value is None:
@@ -134,7 +135,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         tracker.finish(exit_code)
 
     summary = {"final": final, "best": best, "best_epoch": best_epoch, "monitor": monitor,
-               "monitor_mode": mode, "epochs": epochs, "train": train_stats}
+               "monitor_mode": mode, "epochs": epochs, "train": train_stats, "history": history}
     write_json_atomic(output_dir / "metrics.json", summary)
     log.info("best %s = %.4f at epoch %d; outputs in %s", monitor, best_value or float("nan"),
              best_epoch, output_dir)
