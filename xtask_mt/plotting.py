@@ -74,8 +74,7 @@ def _show_depth(ax: plt.Axes, depth: np.ndarray | None, mask: np.ndarray | None,
                 transform=ax.transAxes, fontsize=8)
         return None
     shown = np.ma.masked_where(~mask, depth) if mask is not None else depth
-    cm = plt.get_cmap(cmap).copy()
-    cm.set_bad(invalid)
+    cm = plt.get_cmap(cmap).with_extremes(bad=invalid)
     return ax.imshow(shown, cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest")
 
 

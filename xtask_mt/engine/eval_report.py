@@ -38,8 +38,9 @@ def format_report(result: dict[str, Any]) -> str:
                      "per-image figures)")
     if result.get("per_class_iou"):
         lines += ["", "per-class IoU (%)"]
-        lines += [f"  {name:<{_WIDTH - 2}}{_value(v, True)}"
-                  for name, v in result["per_class_iou"].items()]
+        iou = result["per_class_iou"]
+        lines += [f"  {name:<{_WIDTH - 2}}{_value(iou[name], True)}"
+                  for name in result.get("class_names", iou)]
     if "abs_err" in m:
         unit = f" ({result['depth_unit']})" if result.get("depth_unit") else ""
         lines += ["", f"depth{unit}"]

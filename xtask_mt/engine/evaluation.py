@@ -201,6 +201,7 @@ def evaluate_run(run: str | Path | None = None, ckpt: str | Path | None = None,
         "metrics": {f"{split}/{k}": v for k, v in collected.metrics.compute().items()},
     }
     if "seg" in model.tasks:
+        result["class_names"] = class_names  # metrics.json sorts keys; this keeps the order
         result["per_class_iou"] = dict(zip(class_names, _none_for_nan(
             collected.metrics.per_class_iou()), strict=True))
     result["figures"] = _draw(out_dir, split, collected.samples, class_names, result)
@@ -240,7 +241,7 @@ def _draw(out_dir: Path, split: str, samples: list[dict[str, np.ndarray]],
     if "per_class_iou" in result:
         path = plotting.iou_bar_chart(
             out_dir / f"per_class_iou_{split}.png", class_names,
-            list(result["per_class_iou"].values()),
+            [result["per_class_iou"][name] for name in class_names],
             title=f"per-class IoU, {result['model']} on {result['dataset']} {split}")
         figures.append(str(path))
     return figures
