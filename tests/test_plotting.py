@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
+from conftest import SHARED_DATA
 
 from xtask_mt.plotting import colourise, iou_bar_chart, palette, sample_panel
 
@@ -37,3 +39,29 @@ def test_panel_with_missing_predictions_and_chart_with_unseen_class(tmp_path):
     for path in (panel, chart):
         image = cv2.imread(str(path))
         assert image is not None and min(image.shape[:2]) > 100 and image.std() > 10
+
+
+CITYSCAPES_19 = ["road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
+                 "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car",
+                 "truck", "bus", "train", "motorcycle", "bicycle"]
+
+
+def test_real_cityscapes_frame_draws_in_official_colours(tmp_path):
+    real = SHARED_DATA
+    frame = real / "cityscapes" / "leftImg8bit" / "val" / "frankfurt" / \
+        "frankfurt_000000_000294_leftImg8bit.png"
+    train_ids = real / "cityscapes" / "gtFine" / "val" / "frankfurt" / \
+        "frankfurt_000000_000294_gtFine_labelTrainIds.png"
+    if not (frame.is_file() and train_ids.is_file()):
+        pytest.skip(f"real data samples not found under {real}")
+    labels = cv2.imread(str(train_ids), cv2.IMREAD_UNCHANGED).astype(np.int64)
+    labels[labels == 255] = -1  # Cityscapes ignore
+    rgb = colourise(labels, palette(CITYSCAPES_19))
+    assert (rgb[labels == 10] == (70, 130, 180)).all()  # sky
+    assert (rgb[labels == 0] == (128, 64, 128)).all()   # road
+    assert (rgb[labels == -1] == 0).all()
+    image = cv2.cvtColor(cv2.imread(str(frame)), cv2.COLOR_BGR2RGB) / 255.0
+    no_depth = np.zeros(labels.shape, np.float32)  # this frame ships without disparity
+    panel = sample_panel(tmp_path / "real.png", image, labels, no_depth, no_depth > 0,
+                         CITYSCAPES_19, seg=labels.clip(min=0))
+    assert cv2.imread(str(panel)) is not None

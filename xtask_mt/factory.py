@@ -32,11 +32,6 @@ def build_dataset(cfg: DictConfig, split: str) -> Dataset:
     raise ValueError(f"unknown dataset {d.name!r}")
 
 
-def dataset_splits(cfg: DictConfig) -> tuple[str, ...]:
-    """Splits `cfg.dataset` provides (`dataset.splits`); the real benchmarks have train/val."""
-    return tuple(cfg.dataset.get("splits") or ("train", "val"))
-
-
 def _seed_worker(worker_id: int) -> None:
     """Give every DataLoader worker its own numpy/random stream derived from torch's seed."""
     seed = torch.initial_seed() % 2**32
@@ -129,3 +124,8 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def dataset_splits(cfg: DictConfig) -> tuple[str, ...]:
+    """Splits `cfg.dataset` provides (`dataset.splits`); the real benchmarks have train/val."""
+    return tuple(cfg.dataset.get("splits") or ("train", "val"))

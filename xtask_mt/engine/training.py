@@ -135,7 +135,8 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         tracker.finish(exit_code)
 
     summary = {"final": final, "best": best, "best_epoch": best_epoch, "monitor": monitor,
-               "monitor_mode": mode, "epochs": epochs, "train": train_stats, "history": history}
+               "history": history,
+               "monitor_mode": mode, "epochs": epochs, "train": train_stats}
     write_json_atomic(output_dir / "metrics.json", summary)
     log.info("best %s = %.4f at epoch %d; outputs in %s", monitor, best_value or float("nan"),
              best_epoch, output_dir)
