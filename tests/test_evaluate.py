@@ -88,8 +88,9 @@ def _recompute(pred: dict[str, np.ndarray], data: SyntheticScenes) -> dict[str, 
 
 
 def test_metrics_json_equals_recomputation_from_saved_predictions(run_dir, test_result):
-    saved = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    saved = json.loads((run_dir / "eval" / "metrics_test.json").read_text())
     assert saved["split"] == "test" and saved["num_images"] == 6
+    assert saved["metrics"] == test_result["metrics"]
     pred = dict(np.load(saved["predictions"]))
     assert set(pred) == {"seg", "tseg", "depth", "tdepth"} and pred["seg"].shape == (6, 32, 64)
     d = compose_config(RUN_OVERRIDES).dataset
@@ -136,7 +137,9 @@ def test_checkpoint_file_alone_uses_its_saved_config(run_dir):
     result = evaluate_run(ckpt=run_dir / "checkpoints" / "last.pt", progress_bar=False,
                           panels=0, device="cpu")
     assert result["epoch"] == 2 and result["split"] == "val"
-    assert (run_dir / "eval" / "metrics.json").is_file()
+    latest = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    assert latest["checkpoint"].endswith("last.pt") and latest["split"] == "val"
+    assert (run_dir / "eval" / "metrics_test.json").is_file()  # the other split is kept
 
 
 def test_last_k_is_the_mean_of_the_training_history(run_dir):

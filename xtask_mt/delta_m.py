@@ -49,11 +49,14 @@ def delta_m(multi: Mapping[str, float], baselines: Mapping[str, float],
     return sum(per_metric.values()) / len(per_metric), per_metric
 
 
-def read_eval_metrics(path: Path) -> tuple[str, dict[str, float]]:
-    """(split, metrics without split prefix) from an `eval/metrics.json` file or its run dir."""
+def read_eval_metrics(path: Path, split: str | None = None) -> tuple[str, dict[str, float]]:
+    """(split, metrics without split prefix) from an evaluation file or a run dir; in a run
+    dir, `eval/metrics_<split>.json` when `split` is given and present, else the latest
+    `eval/metrics.json`."""
     path = Path(path)
     if path.is_dir():
-        path = path / "eval" / "metrics.json"
+        per_split = path / "eval" / f"metrics_{split}.json"
+        path = per_split if split and per_split.is_file() else path / "eval" / "metrics.json"
     if not path.is_file():
         raise DeltaMError(f"{path} not found: evaluate the baseline first "
                           f"(python evaluate.py run={path.parent.parent} split=<same split>)")

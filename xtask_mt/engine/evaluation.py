@@ -1,8 +1,9 @@
 """Evaluate a finished run's checkpoint on a chosen split and write `eval/` beside it.
 
-`eval/metrics.json` holds the metrics, per-class IoU, the protocol notes and, on request, the
-mean of the last k validated epochs, Delta_m against single-task runs and the latency;
-`eval/panels/` and `eval/per_class_iou_<split>.png` show what the model sees.
+`eval/metrics.json` (the latest) and `eval/metrics_<split>.json` (kept per split) hold the
+metrics, per-class IoU, the protocol notes and, on request, the mean of the last k validated
+epochs, Delta_m against single-task runs and the latency; `eval/panels/` and
+`eval/per_class_iou_<split>.png` show what the model sees.
 """
 
 from __future__ import annotations
@@ -223,6 +224,7 @@ def evaluate_run(run: str | Path | None = None, ckpt: str | Path | None = None,
             model, int(cfg.dataset.height), int(cfg.dataset.width),
             int(cfg.dataset.batch_size), dev, int(latency.get("warmup", 10)),
             int(latency.get("iters", 50)))}
+    write_json_atomic(out_dir / f"metrics_{split}.json", result)  # kept when another split runs
     write_json_atomic(out_dir / "metrics.json", result)
     return result
 
@@ -252,7 +254,7 @@ def _read_baselines(split: str,
     """Metrics of each single-task run's `eval/metrics.json`, which must cover `split`."""
     runs = {}
     for baseline in baselines:
-        base_split, values = delta_m.read_eval_metrics(Path(baseline))
+        base_split, values = delta_m.read_eval_metrics(Path(baseline), split)
         if base_split != split:
             raise delta_m.DeltaMError(
                 f"baseline {baseline} was evaluated on split {base_split}, this run on {split}; "
