@@ -137,6 +137,7 @@ def test_checkpoint_file_alone_uses_its_saved_config(run_dir):
     result = evaluate_run(ckpt=run_dir / "checkpoints" / "last.pt", progress_bar=False,
                           panels=0, device="cpu")
     assert result["epoch"] == 2 and result["split"] == "val"
+    assert result["notes"] == []  # last.pt was not picked on val
     latest = json.loads((run_dir / "eval" / "metrics.json").read_text())
     assert latest["checkpoint"].endswith("last.pt") and latest["split"] == "val"
     assert (run_dir / "eval" / "metrics_test.json").is_file()  # the other split is kept
@@ -160,10 +161,11 @@ def test_split_protocol_notes_and_missing_test_split(run_dir):
         evaluate_run(run_dir, split="test", overrides=["dataset.splits=[train,val]"],
                      progress_bar=False, panels=0, device="cpu")
     assert "no separate test split" in protocol_notes("nyuv2", ["train", "val"], "val",
-                                                       "best")[0]
+                                                       chosen_on_val=True)[0]
     assert "split=test" in protocol_notes("synthetic", ["train", "val", "test"], "val",
-                                          "best")[0]
-    assert protocol_notes("synthetic", ["train", "val", "test"], "test", "best") == []
+                                          chosen_on_val=True)[0]
+    assert protocol_notes("synthetic", ["train", "val", "test"], "test", chosen_on_val=True) == []
+    assert protocol_notes("nyuv2", ["train", "val"], "val", chosen_on_val=False) == []
 
 
 def test_latency_reports_both_modes():

@@ -58,11 +58,13 @@ def _with_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     return cfg
 
 
-def protocol_notes(dataset: str, splits: Sequence[str], split: str, checkpoint: str) -> list[str]:
-    """What the reader must know about where the reported figures come from."""
+def protocol_notes(dataset: str, splits: Sequence[str], split: str,
+                   chosen_on_val: bool) -> list[str]:
+    """What the reader must know about where the reported figures come from;
+    `chosen_on_val`: the checkpoint is train.py's best.pt, picked on the val split."""
     if split == "train":
         return ["reported on the training split: this measures fit, not generalisation"]
-    if split != SELECTION_SPLIT or checkpoint != "best":
+    if split != SELECTION_SPLIT or not chosen_on_val:
         return []
     if "test" in splits:
         return [f"the {split} split also chose this checkpoint (trainer.monitor), so these "
@@ -198,7 +200,8 @@ def evaluate_run(run: str | Path | None = None, ckpt: str | Path | None = None,
         "selection_split": SELECTION_SPLIT, "dataset": str(cfg.dataset.name),
         "model": str(cfg.model.get("name", "?")), "encoder": f"resnet{cfg.encoder.depth}",
         "num_images": len(dataset), "depth_unit": getattr(dataset, "depth_unit", ""),
-        "notes": protocol_notes(str(cfg.dataset.name), splits, split, checkpoint),
+        "notes": protocol_notes(str(cfg.dataset.name), splits, split,
+                                chosen_on_val=ckpt_path.name == "best.pt"),
         "metrics": {f"{split}/{k}": v for k, v in collected.metrics.compute().items()},
     }
     if "seg" in model.tasks:
