@@ -97,7 +97,8 @@ def test_metrics_json_equals_recomputation_from_saved_predictions(run_dir, test_
     data = SyntheticScenes("test", size=6, height=d.height, width=d.width, seed=d.seed)
     expected = _recompute(pred, data)
     per_class = expected.pop("per_class")
-    assert set(saved["metrics"]) == {f"test/{k}" for k in expected}
+    losses = {f"test/loss_{k}" for k in ("seg", "depth", "tdepth", "tseg")}
+    assert set(saved["metrics"]) == {f"test/{k}" for k in expected} | losses
     for key, value in expected.items():
         assert saved["metrics"][f"test/{key}"] == pytest.approx(value, rel=1e-6, abs=1e-9), key
     assert saved["class_names"] == list(SyntheticScenes.class_names)
@@ -138,6 +139,8 @@ def test_checkpoint_file_alone_uses_its_saved_config(run_dir):
                           panels=0, device="cpu")
     assert result["epoch"] == 2 and result["split"] == "val"
     assert result["notes"] == []  # last.pt was not picked on val
+    final = json.loads((run_dir / "metrics.json").read_text())["final"]
+    assert result["metrics"] == pytest.approx(final, rel=1e-5)  # as train.py validated it
     latest = json.loads((run_dir / "eval" / "metrics.json").read_text())
     assert latest["checkpoint"].endswith("last.pt") and latest["split"] == "val"
     assert (run_dir / "eval" / "metrics_test.json").is_file()  # the other split is kept

@@ -29,12 +29,14 @@ from xtask_mt.engine.latency import measure_latency
 from xtask_mt.engine.loops import to_device
 from xtask_mt.engine.training import model_spec, write_json_atomic
 from xtask_mt.factory import (
+    build_criterion,
     build_dataset,
     build_loader,
     build_model,
     dataset_splits,
     resolve_device,
 )
+from xtask_mt.losses import CrossTaskLoss
 from xtask_mt.metrics import MultiTaskMetrics
 
 log = logging.getLogger(__name__)
@@ -94,11 +96,19 @@ def last_k_mean(run_dir: Path, k: int) -> dict[str, Any]:
 
 @dataclass
 class _Collected:
-    """Outputs of one pass: metrics, the first samples for panels, all argmax/depth maps."""
+    """Outputs of one pass: metrics, mean loss terms, the first samples for panels, and all
+    argmax/depth maps."""
 
     metrics: MultiTaskMetrics
+    loss_sums: dict[str, float] = field(default_factory=dict)
+    batches: int = 0
     samples: list[dict[str, np.ndarray]] = field(default_factory=list)
     predictions: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    def figures(self) -> dict[str, float]:
+        """Metrics plus the mean loss terms (`loss_*`), keyed as train.py's validation."""
+        losses = {f"loss_{k}": v / self.batches for k, v in self.loss_sums.items()}
+        return {**self.metrics.compute(), **losses}
 
 
 def _as_maps(out: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -113,10 +123,11 @@ def _as_maps(out: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: Any, num_classes: int, device: torch.device,
-            num_samples: int = 0, keep_predictions: bool = False,
+def predict(model: nn.Module, loader: Any, criterion: CrossTaskLoss, num_classes: int,
+            device: torch.device, num_samples: int = 0, keep_predictions: bool = False,
             progress_bar: bool = True) -> _Collected:
-    """One pass over `loader` accumulating metrics, keeping what panels and files need."""
+    """One pass over `loader` accumulating metrics and losses, keeping what panels and
+    files need."""
     model.eval()
     collected = _Collected(MultiTaskMetrics(num_classes, device=device))
     for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress_bar,
@@ -124,6 +135,9 @@ def predict(model: nn.Module, loader: Any, num_classes: int, device: torch.devic
         batch = to_device(batch, device)
         out = model(batch["image"])
         collected.metrics.update(out, batch)
+        for key, value in criterion(out, batch).terms.items():
+            collected.loss_sums[key] = collected.loss_sums.get(key, 0.0) + float(value)
+        collected.batches += 1
         if not keep_predictions and len(collected.samples) >= num_samples:
             continue
         maps = _as_maps(out)
@@ -190,8 +204,9 @@ def evaluate_run(run: str | Path | None = None, ckpt: str | Path | None = None,
     model.load_state_dict(payload["model"])
     model.to(dev)
 
-    collected = predict(model, loader, num_classes, dev, num_samples=panels,
-                        keep_predictions=save_predictions, progress_bar=progress_bar)
+    collected = predict(model, loader, build_criterion(cfg), num_classes, dev,
+                        num_samples=panels, keep_predictions=save_predictions,
+                        progress_bar=progress_bar)
     class_names = list(getattr(dataset, "class_names", [str(i) for i in range(num_classes)]))
     out_dir = run_dir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -202,7 +217,7 @@ def evaluate_run(run: str | Path | None = None, ckpt: str | Path | None = None,
         "num_images": len(dataset), "depth_unit": getattr(dataset, "depth_unit", ""),
         "notes": protocol_notes(str(cfg.dataset.name), splits, split,
                                 chosen_on_val=ckpt_path.name == "best.pt"),
-        "metrics": {f"{split}/{k}": v for k, v in collected.metrics.compute().items()},
+        "metrics": {f"{split}/{k}": v for k, v in collected.figures().items()},
     }
     if "seg" in model.tasks:
         result["class_names"] = class_names  # metrics.json sorts keys; this keeps the order
