@@ -85,7 +85,6 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     best: dict[str, float] = {}
     best_epoch = 0
     final: dict[str, float] = {}
-    history: list[dict[str, float]] = []  # validation metrics of every validated epoch
     train_stats: dict[str, float] = {}
     ckpt_dir = output_dir / "checkpoints"
     epochs = int(t.epochs)
@@ -108,7 +107,6 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
                 metrics = evaluate(model, val_loader, criterion, num_classes, device,
                                    progress_bar=bool(t.progress_bar))
                 final = {f"val/{k}": v for k, v in metrics.items()}
-                history.append({"epoch": epoch, **final})
                 logged.update(final)
                 value = final.get(monitor)
                 if value is None:
@@ -135,7 +133,6 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         tracker.finish(exit_code)
 
     summary = {"final": final, "best": best, "best_epoch": best_epoch, "monitor": monitor,
-               "history": history,
                "monitor_mode": mode, "epochs": epochs, "train": train_stats}
     write_json_atomic(output_dir / "metrics.json", summary)
     log.info("best %s = %.4f at epoch %d; outputs in %s", monitor, best_value or float("nan"),
