@@ -89,8 +89,7 @@ def sample_panel(path: Path, image: np.ndarray, seg_gt: np.ndarray, depth_gt: np
     colours = palette(class_names)
     valid = depth_gt[depth_mask]
     predicted = [d for d in (depth, tdepth) if d is not None]
-    lo = min([float(valid.min())] if valid.size else [0.0])
-    hi = max([float(valid.max())] if valid.size else [1.0])
+    lo, hi = (float(valid.min()), float(valid.max())) if valid.size else (0.0, 1.0)
     for d in predicted:  # robust bounds so one wild pixel does not flatten the scale
         lo = min(lo, float(np.percentile(d, 1)))
         hi = max(hi, float(np.percentile(d, 99)))

@@ -244,6 +244,7 @@ def evaluate_run(run: str | Path | None = None, ckpt: str | Path | None = None,
             int(latency.get("iters", 50)))}
     write_json_atomic(out_dir / f"metrics_{split}.json", result)  # kept when another split runs
     write_json_atomic(out_dir / "metrics.json", result)
+    log.info("evaluated %s on split %s; results in %s", ckpt_path, split, out_dir)
     return result
 
 
