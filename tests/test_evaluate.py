@@ -19,7 +19,7 @@ from xtask_mt.data.sample import IGNORE_INDEX
 from xtask_mt.data.synthetic import SyntheticScenes
 from xtask_mt.engine.checkpoint import CheckpointError
 from xtask_mt.engine.eval_report import format_report
-from xtask_mt.engine.evaluation import evaluate_run, protocol_notes
+from xtask_mt.engine.evaluation import evaluate_run, last_k_mean, protocol_notes
 from xtask_mt.engine.latency import measure_latency
 from xtask_mt.engine.training import train
 from xtask_mt.factory import build_model
@@ -146,17 +146,19 @@ def test_checkpoint_file_alone_uses_its_saved_config(run_dir):
     assert (run_dir / "eval" / "metrics_test.json").is_file()  # the other split is kept
 
 
-def test_last_k_is_the_mean_of_the_training_history(run_dir):
-    history = json.loads((run_dir / "metrics.json").read_text())["history"]
-    assert [h["epoch"] for h in history] == [1, 2]
-    result = evaluate_run(run_dir, split="test", last_k=2, progress_bar=False, panels=0,
-                          device="cpu")
-    mean = result["last_k"]["metrics"]
-    assert result["last_k"]["epochs"] == [1, 2]
-    assert mean["val/miou"] == pytest.approx((history[0]["val/miou"] +
-                                              history[1]["val/miou"]) / 2)
-    with pytest.raises(ValueError, match="last_k=3 but .* holds 2 validated epochs"):
-        evaluate_run(run_dir, last_k=3, progress_bar=False, panels=0, device="cpu")
+def test_last_k_is_the_mean_of_the_last_validated_epochs(tmp_path):
+    history = [{"epoch": 2, "val/miou": 0.30, "val/abs_err": 0.20},
+               {"epoch": 4, "val/miou": 0.40, "val/abs_err": 0.15},
+               {"epoch": 6, "val/miou": 0.45, "val/abs_err": 0.11}]
+    (tmp_path / "metrics.json").write_text(json.dumps({"history": history}))
+    result = last_k_mean(tmp_path, 2)
+    assert result["epochs"] == [4, 6] and result["split"] == "val"
+    assert result["metrics"] == pytest.approx({"val/miou": 0.425, "val/abs_err": 0.13})
+    with pytest.raises(ValueError, match="last_k=4 but .* holds 3 validated epochs"):
+        last_k_mean(tmp_path, 4)
+    (tmp_path / "metrics.json").write_text(json.dumps({"final": {}}))
+    with pytest.raises(ValueError, match="no per-epoch 'history'"):
+        last_k_mean(tmp_path, 1)
 
 
 def test_split_protocol_notes_and_missing_test_split(run_dir):
