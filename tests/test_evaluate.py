@@ -25,13 +25,13 @@ from xtask_mt.engine.training import train
 from xtask_mt.factory import build_model
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-RUN_OVERRIDES = [*TINY, "trainer.epochs=2", "dataset.train_size=4", "dataset.test_size=6",
+RUN_OVERRIDES = [*TINY, "dataset.train_size=4", "dataset.test_size=6",
                  "model.decoder_width=16"]
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny two-epoch xtask run laid out like a train.py job (config under .hydra/)."""
+    """A tiny one-epoch xtask run laid out like a train.py job (config under .hydra/)."""
     out = tmp_path_factory.mktemp("run")
     cfg = compose_config(RUN_OVERRIDES)
     (out / ".hydra").mkdir()
@@ -137,7 +137,7 @@ def test_foreign_model_config_is_refused_naming_the_mismatch(run_dir):
 def test_checkpoint_file_alone_uses_its_saved_config(run_dir):
     result = evaluate_run(ckpt=run_dir / "checkpoints" / "last.pt", progress_bar=False,
                           panels=0, device="cpu")
-    assert result["epoch"] == 2 and result["split"] == "val"
+    assert result["epoch"] == 1 and result["split"] == "val"
     assert result["notes"] == []  # last.pt was not picked on val
     final = json.loads((run_dir / "metrics.json").read_text())["final"]
     assert result["metrics"] == pytest.approx(final, rel=1e-5)  # as train.py validated it
