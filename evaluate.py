@@ -1,17 +1,22 @@
 """Evaluate a training run's checkpoint: `python evaluate.py run=<job output dir>`."""
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from xtask_mt.engine.evaluation import evaluate_run, format_table
+from xtask_mt.engine.eval_report import format_report
+from xtask_mt.engine.evaluation import evaluate_run
 
 
 @hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    result = evaluate_run(cfg.run, checkpoint=cfg.checkpoint, overrides=list(cfg.overrides),
-                          device=cfg.device, progress_bar=cfg.progress_bar)
-    print(f"{result['checkpoint']} (epoch {result['epoch']}, split {result['split']})")
-    print(format_table(result["metrics"]))
+    result = evaluate_run(
+        OmegaConf.select(cfg, "run", default=None), ckpt=cfg.ckpt, checkpoint=cfg.checkpoint,
+        split=cfg.split, overrides=list(cfg.overrides), device=cfg.device,
+        progress_bar=cfg.progress_bar, panels=int(cfg.panels),
+        save_predictions=bool(cfg.save_predictions), last_k=int(cfg.last_k),
+        baselines=list(cfg.baselines),
+        latency=OmegaConf.to_container(cfg.latency) if cfg.measure_latency else None)
+    print(format_report(result))
 
 
 if __name__ == "__main__":

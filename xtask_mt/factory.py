@@ -19,6 +19,7 @@ from xtask_mt.data.synthetic import SyntheticScenes
 from xtask_mt.data.transforms import TrainAugmentation, depth_scaling_for
 from xtask_mt.losses import CrossTaskLoss
 from xtask_mt.models import CrossTaskModel, ResNetEncoder
+from xtask_mt.models.multitask import TASKS
 from xtask_mt.weighting import (
     FixedWeighting,
     GradNormWeighting,
@@ -28,10 +29,10 @@ from xtask_mt.weighting import (
 
 
 def build_dataset(cfg: DictConfig, split: str) -> Dataset:
-    """Dataset of `split` ('train' or 'val') for `cfg.dataset`."""
+    """Dataset of `split` ('train', 'val', or 'test' where `dataset_splits` lists it)."""
     d = cfg.dataset
     if d.name == "synthetic":
-        size = d.train_size if split == "train" else d.val_size
+        size = {"train": d.train_size, "val": d.val_size}.get(split, d.get("test_size"))
         return SyntheticScenes(split, size=size, height=d.height, width=d.width, seed=d.seed)
     if d.name in ("cityscapes", "nyuv2"):
         return _build_file_dataset(d, split)
@@ -99,7 +100,10 @@ def build_criterion(cfg: DictConfig) -> CrossTaskLoss:
 def build_weighting(cfg: DictConfig, model: CrossTaskModel) -> TaskWeighting:
     w = cfg.weighting
     if w.name == "fixed":
-        return FixedWeighting(model.tasks, weights=w.get("weights"))
+        # weights of tasks a single-task model lacks are dropped; unknown names still fail
+        weights = {k: v for k, v in (w.get("weights") or {}).items()
+                   if k in model.tasks or k not in TASKS}
+        return FixedWeighting(model.tasks, weights=weights)
     if w.name == "uncertainty":
         return UncertaintyWeighting(model.tasks, init=float(w.init))
     if w.name == "gradnorm":
@@ -147,3 +151,8 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def dataset_splits(cfg: DictConfig) -> tuple[str, ...]:
+    """Splits `cfg.dataset` provides (`dataset.splits`); the real benchmarks have train/val."""
+    return tuple(cfg.dataset.get("splits") or ("train", "val"))

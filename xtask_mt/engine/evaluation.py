@@ -1,66 +1,282 @@
-"""Evaluate a finished run's checkpoint on its validation split."""
+"""Evaluate a finished run's checkpoint on a chosen split and write `eval/` beside it.
+
+`eval/metrics.json` (the latest) and `eval/metrics_<split>.json` (kept per split) hold the
+metrics, per-class IoU, the protocol notes and, on request, the mean of the last k validated
+epochs, Delta_m against single-task runs and the latency; `eval/panels/` and
+`eval/per_class_iou_<split>.png` show what the model sees.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from tqdm.auto import tqdm
 
-from xtask_mt.engine.checkpoint import check_model_spec, load_checkpoint
-from xtask_mt.engine.loops import evaluate
+from xtask_mt import delta_m, plotting
+from xtask_mt.data.sample import denormalise_image
+from xtask_mt.engine.checkpoint import CheckpointError, check_model_spec, load_checkpoint
+from xtask_mt.engine.latency import measure_latency
+from xtask_mt.engine.loops import to_device
 from xtask_mt.engine.training import model_spec, write_json_atomic
 from xtask_mt.factory import (
     build_criterion,
     build_dataset,
     build_loader,
     build_model,
+    dataset_splits,
     resolve_device,
 )
+from xtask_mt.losses import CrossTaskLoss
+from xtask_mt.metrics import MultiTaskMetrics
 
 log = logging.getLogger(__name__)
 
+SELECTION_SPLIT = "val"  # the split train.py validates on and picks `best.pt` with
+PREDICTION_KEYS = ("seg", "tseg", "depth", "tdepth")
 
-def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> DictConfig:
+
+def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
     """The config saved by Hydra in `run_dir/.hydra/config.yaml`, with dotlist overrides."""
     path = Path(run_dir) / ".hydra" / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: `run` must be the output dir of a "
                                 "train.py job (it holds .hydra/ and checkpoints/)")
-    cfg = OmegaConf.load(path)
+    return _with_overrides(OmegaConf.load(path), overrides)
+
+
+def _with_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     if overrides:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
     return cfg
 
 
-def evaluate_run(run_dir: Path, checkpoint: str = "best", overrides: list[str] | None = None,
-                 device: str = "auto", progress_bar: bool = True) -> dict[str, Any]:
-    """Rebuild the run's model, load `checkpoints/<checkpoint>.pt`, evaluate the val split and
-    write `eval/metrics.json`. Returns the metrics."""
-    run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir, overrides)
-    dev = resolve_device(device)
-    dataset = build_dataset(cfg, "val")
-    loader = build_loader(cfg, dataset, train=False)
-    model = build_model(cfg, dataset.num_classes)
-    ckpt_path = run_dir / "checkpoints" / f"{checkpoint}.pt"
+def protocol_notes(dataset: str, splits: Sequence[str], split: str,
+                   chosen_on_val: bool) -> list[str]:
+    """What the reader must know about where the reported figures come from;
+    `chosen_on_val`: the checkpoint is train.py's best.pt, picked on the val split."""
+    if split == "train":
+        return ["reported on the training split: this measures fit, not generalisation"]
+    if split != SELECTION_SPLIT or not chosen_on_val:
+        return []
+    if "test" in splits:
+        return [f"the {split} split also chose this checkpoint (trainer.monitor), so these "
+                "figures are optimistic; split=test reports a held-out split"]
+    return [f"dataset {dataset} has only {'/'.join(splits)} splits and no separate test split: "
+            f"the reported {split} split also chose this checkpoint, so the figures are "
+            "optimistic; last_k=<k> adds the mean of the last k epochs, which picks no epoch"]
+
+
+def last_k_mean(run_dir: Path, k: int) -> dict[str, Any]:
+    """Mean of each validation metric over the last `k` validated epochs of a run."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: last_k needs the run's metrics.json")
+    history = json.loads(path.read_text()).get("history")
+    if not history:
+        raise ValueError(f"{path} has no per-epoch 'history' (written by newer train.py): "
+                         "last_k cannot be computed for this run; retrain or set last_k=0")
+    if k < 1 or k > len(history):
+        raise ValueError(f"last_k={k} but {path} holds {len(history)} validated epochs; "
+                         f"choose 1..{len(history)}")
+    window = history[-k:]
+    keys = [key for key in window[0] if key != "epoch" and all(key in h for h in window)]
+    return {"k": k, "epochs": [int(h["epoch"]) for h in window], "split": SELECTION_SPLIT,
+            "metrics": {key: float(np.mean([h[key] for h in window])) for key in keys}}
+
+
+@dataclass
+class _Collected:
+    """Outputs of one pass: metrics, mean loss terms, the first samples for panels, and all
+    argmax/depth maps."""
+
+    metrics: MultiTaskMetrics
+    loss_sums: dict[str, float] = field(default_factory=dict)
+    batches: int = 0
+    samples: list[dict[str, np.ndarray]] = field(default_factory=list)
+    predictions: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    def figures(self) -> dict[str, float]:
+        """Metrics plus the mean loss terms (`loss_*`), keyed as train.py's validation."""
+        losses = {f"loss_{k}": v / self.batches for k, v in self.loss_sums.items()}
+        return {**self.metrics.compute(), **losses}
+
+
+def _as_maps(out: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Class-id maps (N,H,W int16) for seg/tseg and depth maps (N,H,W float32)."""
+    maps = {}
+    for key in PREDICTION_KEYS:
+        if key in out:
+            value = out[key].argmax(1).to(torch.int16) if key in ("seg", "tseg") \
+                else out[key][:, 0].float()
+            maps[key] = value.cpu().numpy()
+    return maps
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: Any, criterion: CrossTaskLoss, num_classes: int,
+            device: torch.device, num_samples: int = 0, keep_predictions: bool = False,
+            progress_bar: bool = True) -> _Collected:
+    """One pass over `loader` accumulating metrics and losses, keeping what panels and
+    files need."""
+    model.eval()
+    collected = _Collected(MultiTaskMetrics(num_classes, device=device))
+    for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress_bar,
+                      dynamic_ncols=True):
+        batch = to_device(batch, device)
+        out = model(batch["image"])
+        collected.metrics.update(out, batch)
+        for key, value in criterion(out, batch).terms.items():
+            collected.loss_sums[key] = collected.loss_sums.get(key, 0.0) + float(value)
+        collected.batches += 1
+        if not keep_predictions and len(collected.samples) >= num_samples:
+            continue
+        maps = _as_maps(out)
+        if keep_predictions:
+            for key, value in maps.items():
+                collected.predictions.setdefault(key, []).append(value)
+        for i in range(batch["image"].shape[0]):
+            if len(collected.samples) >= num_samples:
+                break
+            collected.samples.append({
+                "image": denormalise_image(batch["image"][i]),
+                "seg_gt": batch["seg"][i].cpu().numpy(),
+                "depth_gt": batch["depth"][i, 0].cpu().numpy(),
+                "depth_mask": batch["depth_mask"][i, 0].cpu().numpy(),
+                **{key: value[i] for key, value in maps.items()}})
+    return collected
+
+
+def _resolve(run: str | Path | None, ckpt: str | Path | None, checkpoint: str,
+             overrides: Sequence[str]) -> tuple[Path, Path, dict[str, Any], DictConfig]:
+    """(run dir, checkpoint path, checkpoint payload, config) from `run` and/or `ckpt`."""
+    if run is None and ckpt is None:
+        raise ValueError("give run=<train.py output dir> and/or ckpt=<checkpoint file>")
+    if checkpoint not in ("best", "last"):
+        raise ValueError(f"checkpoint={checkpoint!r}: use best or last (or ckpt=<file>)")
+    ckpt_path = Path(ckpt) if ckpt is not None else Path(run) / "checkpoints" / f"{checkpoint}.pt"
     payload = load_checkpoint(ckpt_path)
-    check_model_spec(ckpt_path, payload.get("model_spec", {}),
-                     model_spec(cfg, dataset.num_classes))
+    if run is not None:
+        return Path(run), ckpt_path, payload, load_run_config(Path(run), overrides)
+    if not isinstance(payload.get("config"), dict):
+        raise CheckpointError(f"{ckpt_path} holds no config; pass run=<its train.py output dir>")
+    run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" \
+        else ckpt_path.parent
+    return run_dir, ckpt_path, payload, _with_overrides(OmegaConf.create(payload["config"]),
+                                                        overrides)
+
+
+def _none_for_nan(values: Sequence[float]) -> list[float | None]:
+    return [None if math.isnan(v) else v for v in values]
+
+
+def evaluate_run(run: str | Path | None = None, ckpt: str | Path | None = None,
+                 checkpoint: str = "best", split: str = "val", overrides: Sequence[str] = (),
+                 device: str = "auto", progress_bar: bool = True, panels: int = 4,
+                 save_predictions: bool = False, last_k: int = 0,
+                 baselines: Sequence[str | Path] = (),
+                 latency: dict[str, int] | None = None) -> dict[str, Any]:
+    """Rebuild the run's model, load its checkpoint (weights_only), evaluate `split`, draw the
+    figures and write `<run>/eval/metrics.json`. Returns what the file holds."""
+    run_dir, ckpt_path, payload, cfg = _resolve(run, ckpt, checkpoint, overrides)
+    splits = dataset_splits(cfg)
+    if split not in splits:
+        raise ValueError(f"split={split!r}: dataset {cfg.dataset.name} has only the "
+                         f"{', '.join(splits)} splits (Cityscapes and NYUv2 ship no test split)")
+    # read what the options need first, so a bad option fails before the evaluation pass
+    last = last_k_mean(run_dir, int(last_k)) if last_k else None
+    baseline_runs = _read_baselines(split, baselines)
+    dev = resolve_device(device)
+    dataset = build_dataset(cfg, split)
+    loader = build_loader(cfg, dataset, train=False)
+    num_classes = dataset.num_classes
+    model = build_model(cfg, num_classes)
+    check_model_spec(ckpt_path, payload.get("model_spec", {}), model_spec(cfg, num_classes))
     model.load_state_dict(payload["model"])
     model.to(dev)
-    metrics = evaluate(model, loader, build_criterion(cfg), dataset.num_classes, dev,
-                       progress_bar=progress_bar)
-    result = {"checkpoint": str(ckpt_path), "epoch": payload.get("epoch"), "split": "val",
-              "metrics": {f"val/{k}": v for k, v in metrics.items()}}
+
+    collected = predict(model, loader, build_criterion(cfg), num_classes, dev,
+                        num_samples=panels, keep_predictions=save_predictions,
+                        progress_bar=progress_bar)
+    class_names = list(getattr(dataset, "class_names", [str(i) for i in range(num_classes)]))
     out_dir = run_dir / "eval"
-    out_dir.mkdir(exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {
+        "checkpoint": str(ckpt_path), "epoch": payload.get("epoch"), "split": split,
+        "selection_split": SELECTION_SPLIT, "dataset": str(cfg.dataset.name),
+        "model": str(cfg.model.get("name", "?")), "encoder": f"resnet{cfg.encoder.depth}",
+        "num_images": len(dataset), "depth_unit": getattr(dataset, "depth_unit", ""),
+        "notes": protocol_notes(str(cfg.dataset.name), splits, split,
+                                chosen_on_val=ckpt_path.name == "best.pt"),
+        "metrics": {f"{split}/{k}": v for k, v in collected.figures().items()},
+    }
+    if "seg" in model.tasks:
+        result["class_names"] = class_names  # metrics.json sorts keys; this keeps the order
+        result["per_class_iou"] = dict(zip(class_names, _none_for_nan(
+            collected.metrics.per_class_iou()), strict=True))
+    result["figures"] = _draw(out_dir, split, collected.samples, class_names, result)
+    if save_predictions:
+        path = out_dir / f"predictions_{split}.npz"
+        np.savez_compressed(path, **{k: np.concatenate(v) for k, v in
+                                     collected.predictions.items()})
+        result["predictions"] = str(path)
+    if last is not None:
+        result["last_k"] = last
+    if baseline_runs:
+        own = {k.split("/", 1)[1]: v for k, v in result["metrics"].items()}
+        value, per_metric = delta_m.delta_m(own, delta_m.merge_baselines(baseline_runs))
+        result["delta_m"] = {"value": value, "per_metric": per_metric,
+                             "baselines": list(baseline_runs),
+                             "convention": delta_m.SIGN_CONVENTION}
+    if latency:
+        result["latency"] = {"device": str(dev), **measure_latency(
+            model, int(cfg.dataset.height), int(cfg.dataset.width),
+            int(cfg.dataset.batch_size), dev, int(latency.get("warmup", 10)),
+            int(latency.get("iters", 50)))}
+    write_json_atomic(out_dir / f"metrics_{split}.json", result)  # kept when another split runs
     write_json_atomic(out_dir / "metrics.json", result)
+    log.info("evaluated %s on split %s; results in %s", ckpt_path, split, out_dir)
     return result
 
 
-def format_table(metrics: dict[str, float]) -> str:
-    """Two-column text table of metric name and value."""
-    width = max(len(k) for k in metrics)
-    return "\n".join(f"{k:<{width}}  {v:10.4f}" for k, v in metrics.items())
+def _draw(out_dir: Path, split: str, samples: list[dict[str, np.ndarray]],
+          class_names: list[str], result: dict[str, Any]) -> list[str]:
+    figures = []
+    for i, s in enumerate(samples):
+        path = plotting.sample_panel(
+            out_dir / "panels" / f"{split}_{i:03d}.png", s["image"], s["seg_gt"],
+            s["depth_gt"], s["depth_mask"], class_names, seg=s.get("seg"), tseg=s.get("tseg"),
+            depth=s.get("depth"), tdepth=s.get("tdepth"), depth_unit=result["depth_unit"],
+            title=f"{result['model']} / {result['dataset']} {split} #{i} "
+                  f"(epoch {result['epoch']})")
+        figures.append(str(path))
+    if "per_class_iou" in result:
+        path = plotting.iou_bar_chart(
+            out_dir / f"per_class_iou_{split}.png", class_names,
+            [result["per_class_iou"][name] for name in class_names],
+            title=f"per-class IoU, {result['model']} on {result['dataset']} {split}")
+        figures.append(str(path))
+    return figures
+
+
+def _read_baselines(split: str,
+                    baselines: Sequence[str | Path]) -> dict[str, dict[str, float]]:
+    """Metrics of each single-task run's `eval/metrics.json`, which must cover `split`."""
+    runs = {}
+    for baseline in baselines:
+        base_split, values = delta_m.read_eval_metrics(Path(baseline), split)
+        if base_split != split:
+            raise delta_m.DeltaMError(
+                f"baseline {baseline} was evaluated on split {base_split}, this run on {split}; "
+                f"run python evaluate.py run={baseline} split={split}")
+        runs[str(baseline)] = values
+    return runs
