@@ -5,9 +5,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from xtask_mt.engine.eval_report import format_report
 from xtask_mt.engine.evaluation import evaluate_run
+from xtask_mt.entry import exit_on_user_error
 
 
 @hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
     result = evaluate_run(
         OmegaConf.select(cfg, "run", default=None), ckpt=cfg.ckpt, checkpoint=cfg.checkpoint,

@@ -19,7 +19,12 @@ from xtask_mt.data.sample import IGNORE_INDEX
 from xtask_mt.data.synthetic import SyntheticScenes
 from xtask_mt.engine.checkpoint import CheckpointError
 from xtask_mt.engine.eval_report import format_report
-from xtask_mt.engine.evaluation import evaluate_run, last_k_mean, protocol_notes
+from xtask_mt.engine.evaluation import (
+    EvaluationError,
+    evaluate_run,
+    last_k_mean,
+    protocol_notes,
+)
 from xtask_mt.engine.latency import measure_latency
 from xtask_mt.engine.training import train
 from xtask_mt.factory import build_model
@@ -154,15 +159,15 @@ def test_last_k_is_the_mean_of_the_last_validated_epochs(tmp_path):
     result = last_k_mean(tmp_path, 2)
     assert result["epochs"] == [4, 6] and result["split"] == "val"
     assert result["metrics"] == pytest.approx({"val/miou": 0.425, "val/abs_err": 0.13})
-    with pytest.raises(ValueError, match="last_k=4 but .* holds 3 validated epochs"):
+    with pytest.raises(EvaluationError, match="last_k=4 but .* holds 3 validated epochs"):
         last_k_mean(tmp_path, 4)
     (tmp_path / "metrics.json").write_text(json.dumps({"final": {}}))
-    with pytest.raises(ValueError, match="no per-epoch 'history'"):
+    with pytest.raises(EvaluationError, match="no per-epoch 'history'"):
         last_k_mean(tmp_path, 1)
 
 
 def test_split_protocol_notes_and_missing_test_split(run_dir):
-    with pytest.raises(ValueError, match="has only the train, val splits"):
+    with pytest.raises(EvaluationError, match="has only the train, val splits"):
         evaluate_run(run_dir, split="test", overrides=["dataset.splits=[train,val]"],
                      progress_bar=False, panels=0, device="cpu")
     assert "no separate test split" in protocol_notes("nyuv2", ["train", "val"], "val",

@@ -16,13 +16,15 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
+from xtask_mt.errors import UserError
+
 SIGN_CONVENTION = "Delta_m > 0: better than the single-task baselines on average (in %)"
 
 # metric -> +1 if higher is better, -1 if lower is better
 DEFAULT_METRICS: dict[str, int] = {"miou": +1, "pixacc": +1, "abs_err": -1, "abs_rel": -1}
 
 
-class DeltaMError(ValueError):
+class DeltaMError(UserError, ValueError):
     """Baselines that cannot be compared with the multi-task run."""
 
 

@@ -28,6 +28,7 @@ from xtask_mt.engine.checkpoint import CheckpointError, check_model_spec, load_c
 from xtask_mt.engine.latency import measure_latency
 from xtask_mt.engine.loops import to_device
 from xtask_mt.engine.training import model_spec, write_json_atomic
+from xtask_mt.errors import UserError
 from xtask_mt.factory import (
     build_criterion,
     build_dataset,
@@ -41,6 +42,10 @@ from xtask_mt.metrics import MultiTaskMetrics
 
 log = logging.getLogger(__name__)
 
+
+class EvaluationError(UserError):
+    """An evaluation request that cannot be served: missing run files, bad split or option."""
+
 SELECTION_SPLIT = "val"  # the split train.py validates on and picks `best.pt` with
 PREDICTION_KEYS = ("seg", "tseg", "depth", "tdepth")
 
@@ -49,7 +54,7 @@ def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
     """The config saved by Hydra in `run_dir/.hydra/config.yaml`, with dotlist overrides."""
     path = Path(run_dir) / ".hydra" / "config.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: `run` must be the output dir of a "
+        raise EvaluationError(f"{path} not found: `run` must be the output dir of a "
                                 "train.py job (it holds .hydra/ and checkpoints/)")
     return _with_overrides(OmegaConf.load(path), overrides)
 
@@ -80,13 +85,13 @@ def last_k_mean(run_dir: Path, k: int) -> dict[str, Any]:
     """Mean of each validation metric over the last `k` validated epochs of a run."""
     path = Path(run_dir) / "metrics.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: last_k needs the run's metrics.json")
+        raise EvaluationError(f"{path} not found: last_k needs the run's metrics.json")
     history = json.loads(path.read_text()).get("history")
     if not history:
-        raise ValueError(f"{path} has no per-epoch 'history' (written by newer train.py): "
+        raise EvaluationError(f"{path} has no per-epoch 'history' (written by newer train.py): "
                          "last_k cannot be computed for this run; retrain or set last_k=0")
     if k < 1 or k > len(history):
-        raise ValueError(f"last_k={k} but {path} holds {len(history)} validated epochs; "
+        raise EvaluationError(f"last_k={k} but {path} holds {len(history)} validated epochs; "
                          f"choose 1..{len(history)}")
     window = history[-k:]
     keys = [key for key in window[0] if key != "epoch" and all(key in h for h in window)]
@@ -160,9 +165,9 @@ def _resolve(run: str | Path | None, ckpt: str | Path | None, checkpoint: str,
              overrides: Sequence[str]) -> tuple[Path, Path, dict[str, Any], DictConfig]:
     """(run dir, checkpoint path, checkpoint payload, config) from `run` and/or `ckpt`."""
     if run is None and ckpt is None:
-        raise ValueError("give run=<train.py output dir> and/or ckpt=<checkpoint file>")
+        raise EvaluationError("give run=<train.py output dir> and/or ckpt=<checkpoint file>")
     if checkpoint not in ("best", "last"):
-        raise ValueError(f"checkpoint={checkpoint!r}: use best or last (or ckpt=<file>)")
+        raise EvaluationError(f"checkpoint={checkpoint!r}: use best or last (or ckpt=<file>)")
     ckpt_path = Path(ckpt) if ckpt is not None else Path(run) / "checkpoints" / f"{checkpoint}.pt"
     payload = load_checkpoint(ckpt_path)
     if run is not None:
@@ -190,7 +195,7 @@ def evaluate_run(run: str | Path | None = None, ckpt: str | Path | None = None,
     run_dir, ckpt_path, payload, cfg = _resolve(run, ckpt, checkpoint, overrides)
     splits = dataset_splits(cfg)
     if split not in splits:
-        raise ValueError(f"split={split!r}: dataset {cfg.dataset.name} has only the "
+        raise EvaluationError(f"split={split!r}: dataset {cfg.dataset.name} has only the "
                          f"{', '.join(splits)} splits (Cityscapes and NYUv2 ship no test split)")
     # read what the options need first, so a bad option fails before the evaluation pass
     last = last_k_mean(run_dir, int(last_k)) if last_k else None
