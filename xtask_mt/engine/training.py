@@ -11,11 +11,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from xtask_mt.engine.checkpoint import save_checkpoint
+from xtask_mt.engine.distributed import (
+    DistributedContext,
+    convert_batchnorm,
+    init_distributed,
+    shutdown_distributed,
+    wrap_ddp,
+)
 from xtask_mt.engine.loops import evaluate, train_one_epoch
+from xtask_mt.engine.precision import (
+    StepOptions,
+    maybe_compile,
+    precision_name,
+    to_channels_last,
+)
 from xtask_mt.factory import (
     build_criterion,
     build_dataset,
@@ -28,7 +40,7 @@ from xtask_mt.factory import (
     seed_everything,
 )
 from xtask_mt.models import CrossTaskModel
-from xtask_mt.tracking import build_tracker
+from xtask_mt.tracking import Tracker, build_tracker
 
 log = logging.getLogger(__name__)
 
@@ -58,28 +70,57 @@ def _is_better(value: float, best: float | None, mode: str) -> bool:
 
 def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """Run the training job described by `cfg`, writing checkpoints and metrics.json into
-    `output_dir`. Returns the summary that metrics.json holds."""
+    `output_dir`. Returns the summary that metrics.json holds.
+
+    With trainer.strategy=ddp (under torchrun) every process trains on its share of each
+    batch; rank 0 alone logs, tracks and writes files, and all ranks return the same summary.
+    """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     t = cfg.trainer
+    ctx = init_distributed(str(t.get("strategy", "none")), resolve_device(str(t.device)))
+    try:
+        return _train(cfg, output_dir, ctx)
+    finally:
+        shutdown_distributed()
+
+
+def _train(cfg: DictConfig, output_dir: Path, ctx: DistributedContext) -> dict[str, Any]:
+    t = cfg.trainer
     seed_everything(int(t.seed))
-    device = resolve_device(str(t.device))
+    device = ctx.device
+    precision = precision_name(t.get("precision", "32"))
+    if precision == "16-mixed" and cfg.weighting.name == "gradnorm":
+        raise ValueError("trainer.precision=16-mixed cannot be combined with weighting=gradnorm "
+                         "(its weight gradient bypasses the loss scaler); use bf16-mixed or 32")
+    options = StepOptions(device, precision, bool(t.get("channels_last", False)))
+    if not ctx.is_main:
+        logging.getLogger("xtask_mt").setLevel(logging.WARNING)
 
     train_set, val_set = build_dataset(cfg, "train"), build_dataset(cfg, "val")
-    train_loader = build_loader(cfg, train_set, train=True)
-    val_loader = build_loader(cfg, val_set, train=False)
+    pin = device.type == "cuda"
+    train_loader = build_loader(cfg, train_set, True, ctx.rank, ctx.world_size, pin)
+    val_loader = build_loader(cfg, val_set, False, ctx.rank, ctx.world_size, pin)
     num_classes = train_set.num_classes
     model: CrossTaskModel = build_model(cfg, num_classes).to(device)
+    if ctx.enabled and bool(t.get("sync_batchnorm", True)):
+        model = convert_batchnorm(model, device)
+    model = to_channels_last(model, options.channels_last)
     criterion = build_criterion(cfg)
     weighting = build_weighting(cfg, model).to(device)
     optimizer = build_optimizer(cfg, model, weighting)
     scheduler = build_scheduler(cfg, optimizer)
+    runner = maybe_compile(wrap_ddp(model, ctx), bool(t.get("compile", False)),
+                           str(t.get("compile_backend", "inductor")))
+    scaler = options.grad_scaler()
     config = OmegaConf.to_container(cfg, resolve=True)
     spec = model_spec(cfg, num_classes)
-    tracker = build_tracker(cfg, output_dir)
-    log.info("training on %s: %d train / %d val samples, %d classes, %.1fM parameters",
-             device, len(train_set), len(val_set), num_classes,
-             sum(p.numel() for p in model.parameters()) / 1e6)
+    tracker = build_tracker(cfg, output_dir) if ctx.is_main else Tracker()
+    progress_bar = bool(t.progress_bar) and ctx.is_main
+    log.info("training on %s x %d process(es), precision %s%s: %d train / %d val samples, "
+             "%d classes, %.1fM parameters", device, ctx.world_size, options.precision,
+             ", channels-last" if options.channels_last else "", len(train_set), len(val_set),
+             num_classes, sum(p.numel() for p in model.parameters()) / 1e6)
 
     monitor, mode = str(t.monitor), str(t.monitor_mode)
     best_value: float | None = None
@@ -87,6 +128,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     best_epoch = 0
     final: dict[str, float] = {}
     train_stats: dict[str, float] = {}
+    history: list[dict[str, float]] = []
     ckpt_dir = output_dir / "checkpoints"
     epochs = int(t.epochs)
     steps_per_epoch = len(train_loader)
@@ -95,10 +137,12 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
+            train_loader.sampler.set_epoch(epoch)
             train_stats = train_one_epoch(
-                model, train_loader, criterion, weighting, optimizer, device,
+                runner, train_loader, criterion, weighting, optimizer, device,
                 first_step=(epoch - 1) * steps_per_epoch,
-                description=f"epoch {epoch}/{epochs}", progress_bar=bool(t.progress_bar))
+                description=f"epoch {epoch}/{epochs}", progress_bar=progress_bar,
+                options=options, scaler=scaler)
             scheduler.step()
             logged = {f"train/{k}": v for k, v in train_stats.items()}
             logged.update({f"train/weight_{k}": v for k, v in weighting.task_weights().items()})
@@ -106,7 +150,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             is_best = False
             if epoch % int(t.val_every) == 0 or epoch == epochs:
                 metrics = evaluate(model, val_loader, criterion, num_classes, device,
-                                   progress_bar=bool(t.progress_bar))
+                                   progress_bar=progress_bar, options=options)
                 final = {f"val/{k}": v for k, v in metrics.items()}
                 logged.update(final)
                 value = final.get(monitor)
@@ -118,6 +162,9 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
                     best_value, best, best_epoch = value, dict(final), epoch
             logged["epoch_time_s"] = time.perf_counter() - start
             tracker.log(logged, step=epoch)
+            history.append(logged)
+            if not ctx.is_main:
+                continue
             payload = {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "weighting": weighting.state_dict(),
@@ -134,8 +181,10 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         tracker.finish(exit_code)
 
     summary = {"final": final, "best": best, "best_epoch": best_epoch, "monitor": monitor,
-               "monitor_mode": mode, "epochs": epochs, "train": train_stats}
-    write_json_atomic(output_dir / "metrics.json", summary)
+               "monitor_mode": mode, "epochs": epochs, "train": train_stats,
+               "history": history}
+    if ctx.is_main:
+        write_json_atomic(output_dir / "metrics.json", summary)
     log.info("best %s = %.4f at epoch %d; outputs in %s", monitor, best_value or float("nan"),
              best_epoch, output_dir)
     return summary
