@@ -12,7 +12,6 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_nn
 from torch import nn
 
 STRATEGIES = ("none", "ddp")
@@ -89,6 +88,22 @@ def average_gradients_(parameters: Iterable[nn.Parameter]) -> None:
             p.grad.div_(world)
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes whose backward sums the gradients the same way."""
+
+    @staticmethod
+    def forward(ctx: object, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm whose training statistics are taken over the batches of all processes.
 
@@ -103,11 +118,11 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         dims = (0, 2, 3)
         xf = x.float()
         local = torch.cat([xf.sum(dims), xf.new_tensor([xf.numel() / xf.shape[1]])])
-        total = dist_nn.all_reduce(local)
+        total = _AllReduceSum.apply(local)
         count = total[-1]
         mean = total[:-1] / count
         centred = xf - mean.view(1, -1, 1, 1)
-        var = dist_nn.all_reduce((centred * centred).sum(dims)) / count
+        var = _AllReduceSum.apply((centred * centred).sum(dims)) / count
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -149,6 +164,5 @@ def wrap_ddp(model: nn.Module, ctx: DistributedContext) -> nn.Module:
     if not ctx.enabled:
         return model
     ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids,
-                                               broadcast_buffers=False)
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
