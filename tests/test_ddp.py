@@ -77,7 +77,6 @@ def test_two_gloo_processes_match_one_process_with_the_global_batch(tmp_path):
     mp.spawn(_rank_main, nprocs=2, join=True,
              args=(2, _free_port(), str(ddp_dir),
                    common + [f"dataset.batch_size={PER_RANK_BATCH}", "trainer.strategy=ddp"]))
-    torch.set_num_threads(1)
     single = training.train(
         compose_config(common + [f"dataset.batch_size={2 * PER_RANK_BATCH}"]), single_dir)
 
