@@ -10,11 +10,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from xtask_mt.data.cityscapes import Cityscapes
 from xtask_mt.data.labels import NYUV2_CLASS_NAMES
 from xtask_mt.data.nyuv2 import NYUv2
+from xtask_mt.data.sampling import ShardSampler
 from xtask_mt.data.synthetic import SyntheticScenes
 from xtask_mt.data.transforms import TrainAugmentation, depth_scaling_for
 from xtask_mt.losses import CrossTaskLoss
@@ -66,15 +67,28 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def build_loader(cfg: DictConfig, dataset: Dataset, train: bool) -> DataLoader:
-    """DataLoader with seeded shuffling; the last partial batch is dropped in training only."""
+def build_loader(cfg: DictConfig, dataset: Dataset, train: bool, rank: int = 0,
+                 world_size: int = 1, pin_memory: bool = False) -> DataLoader:
+    """DataLoader with seeded shuffling; the last partial batch is dropped in training only.
+
+    `dataset.batch_size` is per process. Training shuffles with a permutation seeded by
+    trainer.seed + epoch (call `loader.sampler.set_epoch(epoch)`) that is dealt out to the
+    `world_size` processes, so N processes with batch B see, step by step, the same samples
+    as one process with batch N*B. Evaluation gives each process its own shard.
+    """
     d = cfg.dataset
     generator = torch.Generator()
     generator.manual_seed(int(cfg.trainer.seed))
+    sampler: Sampler[int]
+    if train:
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
+                                     seed=int(cfg.trainer.seed), drop_last=world_size > 1)
+    else:
+        sampler = ShardSampler(len(dataset), rank, world_size)
     return DataLoader(
-        dataset, batch_size=d.batch_size, shuffle=train, drop_last=train and len(dataset) >
-        d.batch_size, num_workers=d.num_workers, worker_init_fn=_seed_worker,
-        generator=generator, persistent_workers=d.num_workers > 0,
+        dataset, batch_size=d.batch_size, sampler=sampler, drop_last=train and
+        len(sampler) > d.batch_size, num_workers=d.num_workers, worker_init_fn=_seed_worker,
+        generator=generator, persistent_workers=d.num_workers > 0, pin_memory=pin_memory,
     )
 
 

@@ -17,6 +17,12 @@ DELTA_THRESHOLDS = (1.25, 1.25**2, 1.25**3)
 _DEPTH_EPS = 1e-6
 
 
+def class_map(logits: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) scores -> (N, H, W) class ids. max() is several times faster than
+    argmax() over the strided class axis on CPU and gives the same (first) index."""
+    return logits.max(dim=1).indices
+
+
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(C, C) int64 counts, rows = ground truth, columns = prediction; ignored pixels skipped."""
     valid = target != IGNORE_INDEX
@@ -30,8 +36,10 @@ def per_image_confusion(pred: torch.Tensor, target: torch.Tensor,
     n = pred.shape[0]
     valid = target != IGNORE_INDEX
     image_id = torch.arange(n, device=pred.device).view(n, *([1] * (pred.dim() - 1)))
+    bins = n * num_classes**2
     index = (image_id * num_classes + target) * num_classes + pred
-    counts = torch.bincount(index[valid], minlength=n * num_classes**2)
+    index = torch.where(valid, index, bins)  # ignored pixels go to one extra bin, dropped
+    counts = torch.bincount(index.flatten(), minlength=bins + 1)[:bins]
     return counts.reshape(n, num_classes, num_classes)
 
 
@@ -72,18 +80,21 @@ class MultiTaskMetrics:
 
     @torch.no_grad()
     def update(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> None:
-        if "seg" in out:
-            self._update_seg(out["seg"].argmax(dim=1), batch["seg"])
+        """Add one batch. Masks multiply instead of indexing, so no step waits for the
+        host to learn how many pixels are valid."""
+        seg_pred = class_map(out["seg"]) if "seg" in out else None
+        if seg_pred is not None:
+            self._update_seg(seg_pred, batch["seg"])
         if "depth" in out:
-            self._update_depth(out["depth"].float(), batch["depth"].float(), batch["depth_mask"])
+            self._update_depth(out["depth"], batch["depth"], batch["depth_mask"])
         if "tdepth" in out:
             diff = (out["tdepth"].float() - out["depth"].float()).abs()
             mask = batch["depth_mask"]
-            self.consistency[0] += diff[mask].sum().double()
+            self.consistency[0] += (diff * mask).sum(dtype=torch.float64)
             self.consistency[1] += mask.sum()
-        if "tseg" in out:
+        if "tseg" in out and seg_pred is not None:
             labelled = batch["seg"] != IGNORE_INDEX
-            agree = (out["tseg"].argmax(dim=1) == out["seg"].argmax(dim=1)) & labelled
+            agree = (class_map(out["tseg"]) == seg_pred) & labelled
             self.consistency[2] += agree.sum()
             self.consistency[3] += labelled.sum()
 
@@ -102,15 +113,17 @@ class MultiTaskMetrics:
         self.legacy[2] += has_pixels.sum()
 
     def _update_depth(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> None:
-        p, t = pred[mask].double(), target[mask].double()
-        err = (p - t).abs()
+        p = pred.double()
+        t = torch.where(mask, target.double(), 1.0)  # invalid pixels: any non-zero value
+        err = (p - t).abs() * mask
         ratio = torch.maximum(p.clamp(min=_DEPTH_EPS) / t, t / p.clamp(min=_DEPTH_EPS))
         self.depth[0] += err.sum()
         self.depth[1] += (err / t).sum()
-        self.depth[2] += (err**2).sum()
-        for k, threshold in enumerate(DELTA_THRESHOLDS):
-            self.depth[3 + k] += (ratio < threshold).sum()
-        self.depth[6] += p.numel()
+        self.depth[2] += (err * err).sum()
+        thresholds = torch.tensor(DELTA_THRESHOLDS, dtype=ratio.dtype, device=ratio.device)
+        within = (ratio.unsqueeze(0) < thresholds.view(-1, *([1] * ratio.dim()))) & mask
+        self.depth[3:6] += within.flatten(1).sum(dim=1)
+        self.depth[6] += mask.sum()
 
     def per_class_iou(self) -> list[float]:
         """IoU of each class over the whole set (NaN for classes never seen nor predicted)."""

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from xtask_mt.engine.distributed import all_reduce_sum_, any_process, average_gradients_
+from xtask_mt.engine.precision import StepOptions
 from xtask_mt.errors import UserError
 from xtask_mt.losses import CrossTaskLoss
 from xtask_mt.metrics import MultiTaskMetrics
@@ -43,7 +45,15 @@ class _Averages:
             self.counts[k] += 1
 
     def result(self) -> dict[str, float]:
-        return {k: float(v) / self.counts[k] for k, v in self.sums.items()}
+        """Means over all batches of all processes (each process's sums and counts added)."""
+        keys = sorted(self.sums)
+        if not keys:
+            return {}
+        sums = torch.stack([self.sums[k] for k in keys]).double()
+        counts = torch.tensor([self.counts[k] for k in keys], dtype=torch.float64,
+                              device=sums.device)
+        all_reduce_sum_([sums, counts])
+        return {k: float(s / c) for k, s, c in zip(keys, sums, counts, strict=True)}
 
 
 def raise_non_finite(total: torch.Tensor, terms: dict[str, torch.Tensor], step: int) -> None:
@@ -71,14 +81,19 @@ def train_one_epoch(model: nn.Module, loader: Iterable, criterion: CrossTaskLoss
                     device: torch.device, first_step: int = 0, description: str = "train",
                     progress_bar: bool = True, skip_steps: int = 0,
                     skip_nonfinite: bool = False,
-                    stop_requested: Callable[[], bool] = lambda: False) -> EpochResult:
+                    stop_requested: Callable[[], bool] = lambda: False,
+                    options: StepOptions | None = None,
+                    scaler: torch.amp.GradScaler | None = None) -> EpochResult:
     """Train for one pass over `loader` with one backward pass per step.
 
+    `model` may be wrapped (DDP, torch.compile). The forward pass runs under the autocast of
+    `options`; losses are computed outside it in fp32. `scaler` scales fp16 losses.
     `skip_steps` batches are drawn but not trained on (resuming inside an epoch). A
     non-finite loss raises NonFiniteLossError, or with `skip_nonfinite` skips the batch.
-    `stop_requested` is polled after every step; when it turns true the epoch ends early.
-    Stats: mean loss terms (`loss_*`), task losses (`task_*`) and the total.
+    `stop_requested` is polled after every step; when it turns true (on any process) the
+    epoch ends early. Stats: mean loss terms (`loss_*`), task losses (`task_*`), total.
     """
+    options = options or StepOptions(device)
     model.train()
     weighting.train()
     averages = _Averages()
@@ -92,24 +107,32 @@ def train_one_epoch(model: nn.Module, loader: Iterable, criterion: CrossTaskLoss
             continue
         batch = to_device(batch, device)
         optimizer.zero_grad(set_to_none=True)
-        out = model(batch["image"])
+        with options.autocast():
+            out = model(options.image(batch["image"]))
         losses = criterion(out, batch)
         total = weighting.combine(losses.tasks)
-        if not torch.isfinite(total):
+        if any_process(not torch.isfinite(total)):
             if not skip_nonfinite:
                 raise_non_finite(total, losses.terms, first_step + i)
             skipped += 1
             log.warning("skipping batch at step %d: non-finite loss", first_step + i)
             optimizer.zero_grad(set_to_none=True)
         else:
-            total.backward()
-            optimizer.step()
+            if scaler is None:
+                total.backward()
+                average_gradients_(weighting.parameters())
+                optimizer.step()
+            else:
+                scaler.scale(total).backward()
+                average_gradients_(weighting.parameters())
+                scaler.step(optimizer)
+                scaler.update()
             weighting.after_step()
             averages.add({**{f"loss_{k}": v for k, v in losses.terms.items()},
                           **{f"task_{k}": v for k, v in losses.tasks.items()}, "total": total})
             if progress_bar:
                 bar.set_postfix(loss=f"{float(total.detach()):.4f}", refresh=False)
-        if stop_requested():
+        if any_process(stop_requested()):
             return EpochResult(averages.result(), steps_done, skipped, stopped=True)
     return EpochResult(averages.result(), steps_done, skipped)
 
@@ -117,15 +140,22 @@ def train_one_epoch(model: nn.Module, loader: Iterable, criterion: CrossTaskLoss
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, criterion: CrossTaskLoss, num_classes: int,
              device: torch.device, description: str = "val",
-             progress_bar: bool = True) -> dict[str, float]:
-    """Metrics over the whole loader plus the mean loss terms (`loss_*`)."""
+             progress_bar: bool = True, options: StepOptions | None = None) -> dict[str, float]:
+    """Metrics over the whole loader plus the mean loss terms (`loss_*`).
+
+    Under DDP each process sees its shard of the set; the metric sums (confusion matrix,
+    error sums, pixel counts) are added over processes before the figures are computed.
+    """
+    options = options or StepOptions(device)
     model.eval()
     metrics = MultiTaskMetrics(num_classes, device=device)
     averages = _Averages()
     for batch in tqdm(loader, desc=description, leave=False, disable=not progress_bar,
                       dynamic_ncols=True):
         batch = to_device(batch, device)
-        out = model(batch["image"])
+        with options.autocast():
+            out = model(options.image(batch["image"]))
         metrics.update(out, batch)
         averages.add({f"loss_{k}": v for k, v in criterion(out, batch).terms.items()})
+    all_reduce_sum_(metrics.state_tensors())
     return {**metrics.compute(), **averages.result()}

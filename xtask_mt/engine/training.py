@@ -21,7 +21,21 @@ from xtask_mt.engine.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from xtask_mt.engine.distributed import (
+    DistributedContext,
+    any_process,
+    convert_batchnorm,
+    init_distributed,
+    shutdown_distributed,
+    wrap_ddp,
+)
 from xtask_mt.engine.loops import evaluate, train_one_epoch
+from xtask_mt.engine.precision import (
+    StepOptions,
+    maybe_compile,
+    precision_name,
+    to_channels_last,
+)
 from xtask_mt.engine.preemption import StopRequest, TrainingInterrupted, signal_name
 from xtask_mt.engine.samples import validation_previews
 from xtask_mt.factory import (
@@ -36,7 +50,7 @@ from xtask_mt.factory import (
     seed_everything,
 )
 from xtask_mt.models import CrossTaskModel
-from xtask_mt.tracking import build_tracker
+from xtask_mt.tracking import Tracker, build_tracker
 from xtask_mt.validation import ConfigError, validate_config
 
 log = logging.getLogger(__name__)
@@ -95,24 +109,49 @@ def resume_checkpoint_path(resume: Any, output_dir: Path) -> Path | None:
 
 def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """Run the training job described by `cfg`, writing checkpoints and metrics.json into
-    `output_dir`. Returns the summary that metrics.json holds."""
+    `output_dir`. Returns the summary that metrics.json holds.
+
+    With trainer.strategy=ddp (under torchrun) every process trains on its share of each
+    batch; rank 0 alone logs, tracks and writes files, and all ranks return the same summary.
+    """
     validate_config(cfg)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     t = cfg.trainer
+    ctx = init_distributed(str(t.get("strategy", "none")), resolve_device(str(t.device)))
+    try:
+        return _train(cfg, output_dir, ctx)
+    finally:
+        shutdown_distributed()
+
+
+def _train(cfg: DictConfig, output_dir: Path, ctx: DistributedContext) -> dict[str, Any]:
+    t = cfg.trainer
     seed = int(t.seed)
     seed_everything(seed)
-    device = resolve_device(str(t.device))
+    device = ctx.device
+    precision = precision_name(t.get("precision", "32"))
+    if precision == "16-mixed" and cfg.weighting.name == "gradnorm":
+        raise ConfigError("trainer.precision=16-mixed cannot be combined with weighting=gradnorm "
+                          "(its weight gradient bypasses the loss scaler); use bf16-mixed or 32")
+    options = StepOptions(device, precision, bool(t.get("channels_last", False)))
+    if not ctx.is_main:
+        logging.getLogger("xtask_mt").setLevel(logging.WARNING)
 
     train_set, val_set = build_dataset(cfg, "train"), build_dataset(cfg, "val")
-    train_loader = build_loader(cfg, train_set, train=True)
-    val_loader = build_loader(cfg, val_set, train=False)
+    pin = device.type == "cuda"
+    train_loader = build_loader(cfg, train_set, True, ctx.rank, ctx.world_size, pin)
+    val_loader = build_loader(cfg, val_set, False, ctx.rank, ctx.world_size, pin)
     num_classes = train_set.num_classes
     model: CrossTaskModel = build_model(cfg, num_classes).to(device)
+    if ctx.enabled and bool(t.get("sync_batchnorm", True)):
+        model = convert_batchnorm(model, device)
+    model = to_channels_last(model, options.channels_last)
     criterion = build_criterion(cfg)
     weighting = build_weighting(cfg, model).to(device)
     optimizer = build_optimizer(cfg, model, weighting)
     scheduler = build_scheduler(cfg, optimizer)
+    scaler = options.grad_scaler()
     config = OmegaConf.to_container(cfg, resolve=True)
     spec = model_spec(cfg, num_classes)
 
@@ -126,14 +165,20 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
         weighting.load_state_dict(payload["weighting"])
+        if scaler is not None and payload.get("scaler"):
+            scaler.load_state_dict(payload["scaler"])
         progress = Progress(**payload["progress"])
         run_id = payload.get("wandb_run_id")
         log.info("resuming from %s: %d epochs done, %d steps into the next", resume_path,
                  progress.epoch, progress.step_in_epoch)
-    tracker = build_tracker(cfg, output_dir, resume_id=run_id)
-    log.info("training on %s: %d train / %d val samples, %d classes, %.1fM parameters",
-             device, len(train_set), len(val_set), num_classes,
-             sum(p.numel() for p in model.parameters()) / 1e6)
+    runner = maybe_compile(wrap_ddp(model, ctx), bool(t.get("compile", False)),
+                           str(t.get("compile_backend", "inductor")))
+    tracker = build_tracker(cfg, output_dir, resume_id=run_id) if ctx.is_main else Tracker()
+    progress_bar = bool(t.progress_bar) and ctx.is_main
+    log.info("training on %s x %d process(es), precision %s%s: %d train / %d val samples, "
+             "%d classes, %.1fM parameters", device, ctx.world_size, options.precision,
+             ", channels-last" if options.channels_last else "", len(train_set), len(val_set),
+             num_classes, sum(p.numel() for p in model.parameters()) / 1e6)
 
     monitor, mode = str(t.monitor), str(t.monitor_mode)
     epochs = int(t.epochs)
@@ -144,11 +189,14 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     train_stats: dict[str, float] = {}
 
     def checkpoint(path_names: tuple[str, ...]) -> None:
+        if not ctx.is_main:
+            return
         payload = {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "weighting": weighting.state_dict(),
             "epoch": progress.epoch, "progress": asdict(progress), "config": config,
             "model_spec": spec, "wandb_run_id": tracker.run_id,
+            "scaler": scaler.state_dict() if scaler is not None else None,
         }
         for name in path_names:
             save_checkpoint(ckpt_dir / name, payload)
@@ -157,7 +205,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     try:
         if bool(t.val_at_start) and progress.epoch == 0 and progress.step_in_epoch == 0:
             metrics = evaluate(model, val_loader, criterion, num_classes, device,
-                               progress_bar=bool(t.progress_bar))
+                               progress_bar=progress_bar, options=options)
             initial = {f"val/{k}": v for k, v in metrics.items()}
             tracker.log(initial, step=0)
             log.info("untrained model  %s", _format(initial))
@@ -168,13 +216,14 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
                 # same shuffling and augmentation as an uninterrupted run.
                 seed_everything(seed + epoch)
                 train_loader.generator.manual_seed(seed + epoch)
+                train_loader.sampler.set_epoch(epoch)
                 lr = optimizer.param_groups[0]["lr"]
                 result = train_one_epoch(
-                    model, train_loader, criterion, weighting, optimizer, device,
+                    runner, train_loader, criterion, weighting, optimizer, device,
                     first_step=(epoch - 1) * steps_per_epoch,
-                    description=f"epoch {epoch}/{epochs}", progress_bar=bool(t.progress_bar),
-                    skip_steps=progress.step_in_epoch,
-                    skip_nonfinite=bool(t.skip_nonfinite), stop_requested=lambda: stop.requested)
+                    description=f"epoch {epoch}/{epochs}", progress_bar=progress_bar,
+                    skip_steps=progress.step_in_epoch, skip_nonfinite=bool(t.skip_nonfinite),
+                    stop_requested=lambda: stop.requested, options=options, scaler=scaler)
                 progress.skipped_nonfinite += result.skipped_nonfinite
                 if result.stopped and result.steps_done < steps_per_epoch:
                     progress.step_in_epoch = result.steps_done
@@ -196,7 +245,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
                 is_best = False
                 if epoch % int(t.val_every) == 0 or epoch == epochs:
                     metrics = evaluate(model, val_loader, criterion, num_classes, device,
-                                       progress_bar=bool(t.progress_bar))
+                                       progress_bar=progress_bar, options=options)
                     progress.final = {f"val/{k}": v for k, v in metrics.items()}
                     logged.update(progress.final)
                     value = progress.final.get(monitor)
@@ -219,7 +268,7 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
                 tracker.log(logged, step=epoch)
                 checkpoint(("last.pt", "best.pt") if is_best else ("last.pt",))
                 log.info("epoch %d/%d  %s", epoch, epochs, _format(logged))
-                if stop.requested:
+                if any_process(stop.requested):
                     raise TrainingInterrupted(
                         stop.signum or 15,
                         f"stopped by {signal_name(stop.signum)} after epoch {epoch}; checkpoint "
@@ -235,7 +284,8 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
                "skipped_nonfinite": progress.skipped_nonfinite}
     if initial:
         summary["initial"] = initial
-    write_json_atomic(output_dir / "metrics.json", summary)
+    if ctx.is_main:
+        write_json_atomic(output_dir / "metrics.json", summary)
     log.info("best %s = %.4f at epoch %d; outputs in %s", monitor,
              progress.best_value if progress.best_value is not None else float("nan"),
              progress.best_epoch, output_dir)

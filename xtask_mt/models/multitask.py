@@ -49,6 +49,10 @@ class CrossTaskModel(nn.Module):
         features = self.encoder(image)
         out = {task: decoder(features) for task, decoder in self.decoders.items()}
         if self.transfer and with_transfer:
-            out["tdepth"] = self.seg_to_depth(F.log_softmax(out["seg"], dim=1))
+            # log-softmax in at least fp32, also under low-precision autocast
+            seg = out["seg"]
+            log_probs = F.log_softmax(seg, dim=1,
+                                      dtype=torch.promote_types(seg.dtype, torch.float32))
+            out["tdepth"] = self.seg_to_depth(log_probs)
             out["tseg"] = self.depth_to_seg(out["depth"])
         return out

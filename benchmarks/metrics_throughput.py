@@ -1,0 +1,109 @@
+"""Milliseconds per validation batch of the metric update, checked against brute force.
+
+    python benchmarks/metrics_throughput.py dataset.height=128 dataset.width=256
+
+Random predictions and targets of the config's batch size, image size and class count
+(with ignored labels and invalid depth) go through MultiTaskMetrics.update; the figures it
+computes are compared with a plain per-image, per-class computation. Prints JSON.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from common import emit, machine, median, parse, timed
+
+from xtask_mt.data.sample import IGNORE_INDEX
+from xtask_mt.factory import resolve_device
+from xtask_mt.metrics import DELTA_THRESHOLDS, MultiTaskMetrics
+
+
+def random_batch(n: int, c: int, h: int, w: int, gen: torch.Generator,
+                 device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    seg = torch.randint(0, c, (n, h, w), generator=gen)
+    seg[torch.rand(n, h, w, generator=gen) < 0.1] = IGNORE_INDEX
+    depth = torch.rand(n, 1, h, w, generator=gen) + 0.05
+    mask = torch.rand(n, 1, h, w, generator=gen) > 0.1
+    batch = {"seg": seg, "depth": depth * mask, "depth_mask": mask}
+    out = {"seg": torch.randn(n, c, h, w, generator=gen),
+           "depth": depth + 0.1 * torch.randn(n, 1, h, w, generator=gen),
+           "tdepth": torch.rand(n, 1, h, w, generator=gen),
+           "tseg": torch.randn(n, c, h, w, generator=gen)}
+    move = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
+    return move(out), move(batch)
+
+
+def brute_force(batches: list[tuple[dict, dict]], c: int) -> dict[str, float]:
+    """The figures from loops over images and classes in numpy float64."""
+    conf = np.zeros((c, c), np.int64)
+    image_mious, image_accs = [], []
+    err, rel, sq, deltas, count = 0.0, 0.0, 0.0, np.zeros(3), 0
+    for out, batch in batches:
+        pred = out["seg"].argmax(1).cpu().numpy()
+        target = batch["seg"].cpu().numpy()
+        for p, t in zip(pred, target, strict=True):
+            valid = t != IGNORE_INDEX
+            ious = []
+            for k in range(c):
+                for j in range(c):
+                    conf[k, j] += np.sum((t == k) & (p == j) & valid)
+                inter = np.sum((t == k) & (p == k) & valid)
+                union = np.sum(((t == k) | (p == k)) & valid)
+                if union > 0:
+                    ious.append(inter / union)
+            if valid.any():
+                image_mious.append(np.mean(ious))
+                image_accs.append(np.sum((p == t) & valid) / valid.sum())
+        m = batch["depth_mask"].cpu().numpy()
+        p = out["depth"].cpu().double().numpy()[m]
+        t = batch["depth"].cpu().double().numpy()[m]
+        e = np.abs(p - t)
+        err, rel, sq, count = err + e.sum(), rel + (e / t).sum(), sq + (e**2).sum(), count + e.size
+        ratio = np.maximum(np.maximum(p, 1e-6) / t, t / np.maximum(p, 1e-6))
+        deltas += [np.sum(ratio < th) for th in DELTA_THRESHOLDS]
+    tp = np.diag(conf)
+    union = conf.sum(0) + conf.sum(1) - tp
+    present = union > 0
+    return {"miou": float(np.mean(tp[present] / union[present])),
+            "pixacc": float(tp.sum() / conf.sum()),
+            "miou_legacy": float(np.mean(image_mious)), "pixacc_legacy": float(np.mean(image_accs)),
+            "abs_err": err / count, "abs_rel": rel / count, "rmse": float(np.sqrt(sq / count)),
+            **{f"delta{k + 1}": float(deltas[k] / count) for k in range(3)}}
+
+
+def main() -> None:
+    args, cfg = parse(__doc__.splitlines()[0], batches=(int, 50, "timed batches"),
+                      check_batches=(int, 3, "batches compared with brute force"),
+                      threads=(int, 0, "torch CPU threads (0: torch's default)"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(str(cfg.trainer.device))
+    d = cfg.dataset
+    n, c, h, w = int(d.batch_size), int(d.num_classes), int(d.height), int(d.width)
+    gen = torch.Generator().manual_seed(0)
+    data = [random_batch(n, c, h, w, gen, device) for _ in range(max(args.check_batches, 1))]
+
+    metrics = MultiTaskMetrics(c, device=device)
+    for out, batch in data:
+        metrics.update(out, batch)
+    fast = metrics.compute()
+    slow = brute_force(data[:args.check_batches], c)
+    differences = {k: abs(fast[k] - v) for k, v in slow.items()}
+
+    metrics.reset()
+    times = []
+    for i in range(args.batches + 1):
+        out, batch = data[i % len(data)]
+        _, seconds = timed(lambda out=out, batch=batch: metrics.update(out, batch), device)
+        if i:  # the first call pays one-time allocations
+            times.append(seconds)
+    emit({"benchmark": "metrics_throughput", "overrides": args.overrides,
+          "batch_size": n, "image_size": [h, w], "num_classes": c,
+          "update_ms_median": 1000 * median(times), "update_ms_min": 1000 * min(times),
+          "batches": args.batches, "max_abs_difference_vs_brute_force": max(differences.values()),
+          "matches_brute_force": all(v < 1e-9 for v in differences.values()),
+          "machine": machine(device)})
+
+
+if __name__ == "__main__":
+    main()
