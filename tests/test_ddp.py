@@ -17,6 +17,7 @@ from conftest import ROOT, TINY, compose_config
 from xtask_mt.engine import training
 from xtask_mt.engine.checkpoint import load_checkpoint
 from xtask_mt.tracking import Tracker
+from xtask_mt.validation import ConfigError
 
 pytestmark = pytest.mark.slow
 
@@ -128,5 +129,5 @@ def test_torchrun_train_py_with_ddp_writes_one_set_of_outputs(tmp_path):
 
 def test_ddp_without_torchrun_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
-    with pytest.raises(ValueError, match="launch with `torchrun"):
+    with pytest.raises(ConfigError, match="launch with `torchrun"):
         training.train(compose_config(TINY + ["trainer.strategy=ddp"]), tmp_path)

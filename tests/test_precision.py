@@ -20,6 +20,7 @@ from xtask_mt.factory import (
     build_optimizer,
     build_weighting,
 )
+from xtask_mt.validation import ConfigError
 
 CPU = torch.device("cpu")
 
@@ -100,7 +101,7 @@ def test_step_options_train_a_step(precision: str, channels_last: bool):
         dtype = model(options.image(batch["image"]))["seg"].dtype
     assert dtype == (torch.bfloat16 if precision == "bf16-mixed" else torch.float32)
     stats = train_one_epoch(model, [batch], build_criterion(cfg), weighting, optimizer, CPU,
-                            progress_bar=False, options=options)
+                            progress_bar=False, options=options).stats
     assert torch.isfinite(torch.tensor(stats["total"]))
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
     assert "encoder.stem.0.weight" in changed
@@ -108,9 +109,9 @@ def test_step_options_train_a_step(precision: str, channels_last: bool):
 
 
 def test_bad_precision_gives_clear_errors():
-    with pytest.raises(ValueError, match="trainer.precision='64' is not one of"):
+    with pytest.raises(ConfigError, match="trainer.precision='64' is not one of"):
         StepOptions(CPU, "64")
-    with pytest.raises(ValueError, match="16-mixed needs a CUDA device"):
+    with pytest.raises(ConfigError, match="16-mixed needs a CUDA device"):
         StepOptions(CPU, "16-mixed")
 
 
@@ -128,7 +129,7 @@ def test_fp16_trains_a_step_with_grad_scaler_on_cuda():
     assert scaler is not None
     stats = train_one_epoch(to_channels_last(model, True), [batch], build_criterion(cfg),
                             weighting, optimizer, cuda, progress_bar=False, options=options,
-                            scaler=scaler)
+                            scaler=scaler).stats
     assert torch.isfinite(torch.tensor(stats["total"]))
 
 
@@ -145,7 +146,7 @@ def test_training_run_with_bf16_and_channels_last(tmp_path):
 
 def test_fp16_with_gradnorm_is_refused_before_training(tmp_path):
     cfg = compose_config(TINY + ["trainer.precision=16-mixed", "weighting=gradnorm"])
-    with pytest.raises(ValueError, match="cannot be combined with weighting=gradnorm"):
+    with pytest.raises(ConfigError, match="cannot be combined with weighting=gradnorm"):
         train(cfg, tmp_path)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT
+from omegaconf import OmegaConf
 from sweep_settings import tiny_overrides
 from wandb_files import offline_runs
 
@@ -44,7 +45,8 @@ def test_alpha_gamma_grid_with_wandb_and_report(tmp_path: Path) -> None:
         (run,) = offline_runs(job)  # one W&B run per job, inside the job's output dir
         runs.append(run)
         assert run.exit_code == 0
-        saved = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+        saved = OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "config.yaml"),
+                                       resolve=True)
         assert {k: v for k, v in run.config.items() if k != "_wandb"} == saved
         rows = [r for r in run.history if "val/miou" in r]
         assert [r["epoch"] for r in rows] == [1]

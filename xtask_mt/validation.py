@@ -11,6 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 from xtask_mt.errors import UserError
 from xtask_mt.models.encoder import ENCODER_DEPTHS
 
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+STRATEGIES = ("none", "ddp")
 DATASET_CLASSES = {"synthetic": (7,), "cityscapes": (7, 19), "nyuv2": (13,)}
 
 
@@ -90,5 +92,11 @@ def validate_config(cfg: DictConfig) -> None:
            "auto, cpu, cuda or cuda:N")
     _check(cfg, "trainer.monitor_mode", lambda v: v in ("max", "min"), "max or min")
     _check(cfg, "trainer.seed", _int_at_least(0), "an integer >= 0")
+    _check(cfg, "trainer.precision", lambda v: str(v) in PRECISIONS,
+           f"one of {', '.join(PRECISIONS)}")
+    _check(cfg, "trainer.strategy", lambda v: v in STRATEGIES, f"one of {', '.join(STRATEGIES)}")
+    if str(cfg.trainer.precision) == "16-mixed" and cfg.weighting.name == "gradnorm":
+        raise ConfigError("trainer.precision=16-mixed cannot be combined with weighting=gradnorm "
+                          "(its weight gradient bypasses the loss scaler); use bf16-mixed or 32")
     _check(cfg, "trainer.resume", lambda v: isinstance(v, str | bool) and v is not True,
            "auto, false, or the path of a checkpoint file")

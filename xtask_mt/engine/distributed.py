@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from xtask_mt.validation import ConfigError
+
 STRATEGIES = ("none", "ddp")
 
 
@@ -42,15 +44,15 @@ def init_distributed(strategy: str, device: torch.device) -> DistributedContext:
     """
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if strategy not in STRATEGIES:
-        raise ValueError(f"trainer.strategy={strategy!r} is not one of {list(STRATEGIES)}")
+        raise ConfigError(f"trainer.strategy={strategy!r} is not one of {list(STRATEGIES)}")
     if strategy == "none":
         if launched:
-            raise ValueError("this process was started by torchrun (WORLD_SIZE="
+            raise ConfigError("this process was started by torchrun (WORLD_SIZE="
                              f"{os.environ['WORLD_SIZE']}) but trainer.strategy=none, so every "
                              "process would train alone; add trainer.strategy=ddp")
         return DistributedContext(device=device)
     if "RANK" not in os.environ:
-        raise ValueError("trainer.strategy=ddp needs the environment torchrun sets up; launch "
+        raise ConfigError("trainer.strategy=ddp needs the environment torchrun sets up; launch "
                          "with `torchrun --nproc_per_node=N train.py trainer.strategy=ddp ...`")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":

@@ -89,12 +89,13 @@ def last_k_mean(run_dir: Path, k: int) -> dict[str, Any]:
     history = json.loads(path.read_text()).get("history")
     if not history:
         raise EvaluationError(f"{path} has no per-epoch 'history' (written by newer train.py): "
-                         "last_k cannot be computed for this run; retrain or set last_k=0")
+                              "last_k cannot be computed for this run; retrain or set last_k=0")
     if k < 1 or k > len(history):
         raise EvaluationError(f"last_k={k} but {path} holds {len(history)} validated epochs; "
-                         f"choose 1..{len(history)}")
+                              f"choose 1..{len(history)}")
     window = history[-k:]
-    keys = [key for key in window[0] if key != "epoch" and all(key in h for h in window)]
+    keys = [key for key in window[0]
+            if key.startswith("val/") and all(key in h for h in window)]
     return {"k": k, "epochs": [int(h["epoch"]) for h in window], "split": SELECTION_SPLIT,
             "metrics": {key: float(np.mean([h[key] for h in window])) for key in keys}}
 

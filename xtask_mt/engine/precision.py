@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from xtask_mt.validation import ConfigError
+
 PRECISIONS: dict[str, torch.dtype | None] = {
     "32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16,
 }
@@ -59,9 +61,9 @@ class StepOptions:
 def check_precision(precision: str, device: torch.device) -> None:
     """Clear errors for an unknown precision or fp16 where it is not supported."""
     if precision not in PRECISIONS:
-        raise ValueError(f"trainer.precision={precision!r} is not one of {list(PRECISIONS)}")
+        raise ConfigError(f"trainer.precision={precision!r} is not one of {list(PRECISIONS)}")
     if precision == "16-mixed" and device.type != "cuda":
-        raise ValueError(f"trainer.precision=16-mixed needs a CUDA device, not {device}; use "
+        raise ConfigError(f"trainer.precision=16-mixed needs a CUDA device, not {device}; use "
                          "trainer.precision=bf16-mixed (works on CPU) or 32")
 
 

@@ -131,9 +131,6 @@ def _train(cfg: DictConfig, output_dir: Path, ctx: DistributedContext) -> dict[s
     seed_everything(seed)
     device = ctx.device
     precision = precision_name(t.get("precision", "32"))
-    if precision == "16-mixed" and cfg.weighting.name == "gradnorm":
-        raise ConfigError("trainer.precision=16-mixed cannot be combined with weighting=gradnorm "
-                          "(its weight gradient bypasses the loss scaler); use bf16-mixed or 32")
     options = StepOptions(device, precision, bool(t.get("channels_last", False)))
     if not ctx.is_main:
         logging.getLogger("xtask_mt").setLevel(logging.WARNING)
@@ -261,7 +258,9 @@ def _train(cfg: DictConfig, output_dir: Path, ctx: DistributedContext) -> dict[s
                     if is_best:
                         progress.best_value, progress.best_epoch = value, epoch
                         progress.best = dict(progress.final)
-                    progress.history.append({"epoch": epoch, **progress.final})
+                    progress.history.append(
+                        {"epoch": epoch, **{k: v for k, v in logged.items()
+                                            if k.startswith(("train/", "val/"))}})
                 logged["epoch_time_s"] = time.perf_counter() - start
                 progress.epoch = epoch
                 epochs_run.append(epoch)
