@@ -71,6 +71,15 @@ def test_training_run_is_logged_and_resumable(tmp_path, offline) -> None:
     assert [r["epoch"] for r in resumed.history if "val/miou" in r] == [2]
 
 
+
+def test_resumed_job_continues_the_same_run(tmp_path, offline) -> None:
+    """trainer.resume=auto hands the checkpoint's run id to W&B: one run, continued."""
+    training.train(wandb_cfg(trainer__epochs=1), tmp_path / "job")
+    training.train(wandb_cfg(trainer__epochs=2), tmp_path / "job")
+    first, second = offline_runs(tmp_path / "job")
+    assert second.run_id == first.run_id
+    assert [r["epoch"] for r in second.history if "val/miou" in r] == [2]
+
 def test_failing_training_marks_the_run_failed(tmp_path, offline, monkeypatch) -> None:
     def broken_epoch(*args, **kwargs):
         raise RuntimeError("boom")
