@@ -17,11 +17,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from xtask_mt.errors import UserError
+from xtask_mt.metric_direction import higher_is_better
 
 SIGN_CONVENTION = "Delta_m > 0: better than the single-task baselines on average (in %)"
 
 # metric -> +1 if higher is better, -1 if lower is better
-DEFAULT_METRICS: dict[str, int] = {"miou": +1, "pixacc": +1, "abs_err": -1, "abs_rel": -1}
+DEFAULT_METRICS: dict[str, int] = {
+    name: +1 if higher_is_better(name) else -1 for name in ("miou", "pixacc", "abs_err", "abs_rel")}
 
 
 class DeltaMError(UserError, ValueError):

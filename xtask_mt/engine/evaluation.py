@@ -20,13 +20,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from tqdm.auto import tqdm
 
 from xtask_mt import delta_m, plotting
 from xtask_mt.data.sample import denormalise_image
 from xtask_mt.engine.checkpoint import CheckpointError, check_model_spec, load_checkpoint
 from xtask_mt.engine.latency import measure_latency
-from xtask_mt.engine.loops import to_device
+from xtask_mt.engine.loops import evaluate
 from xtask_mt.engine.training import model_spec, write_json_atomic
 from xtask_mt.errors import UserError
 from xtask_mt.factory import (
@@ -38,7 +37,7 @@ from xtask_mt.factory import (
     resolve_device,
 )
 from xtask_mt.losses import CrossTaskLoss
-from xtask_mt.metrics import MultiTaskMetrics
+from xtask_mt.metrics import MultiTaskMetrics, class_map
 
 log = logging.getLogger(__name__)
 
@@ -102,19 +101,13 @@ def last_k_mean(run_dir: Path, k: int) -> dict[str, Any]:
 
 @dataclass
 class _Collected:
-    """Outputs of one pass: metrics, mean loss terms, the first samples for panels, and all
-    argmax/depth maps."""
+    """Outputs of one pass: the figures (metrics and mean loss terms), the accumulator they
+    came from, the first samples for panels, and all class-id/depth maps."""
 
     metrics: MultiTaskMetrics
-    loss_sums: dict[str, float] = field(default_factory=dict)
-    batches: int = 0
+    figures: dict[str, float] = field(default_factory=dict)
     samples: list[dict[str, np.ndarray]] = field(default_factory=list)
     predictions: dict[str, list[np.ndarray]] = field(default_factory=dict)
-
-    def figures(self) -> dict[str, float]:
-        """Metrics plus the mean loss terms (`loss_*`), keyed as train.py's validation."""
-        losses = {f"loss_{k}": v / self.batches for k, v in self.loss_sums.items()}
-        return {**self.metrics.compute(), **losses}
 
 
 def _as_maps(out: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -122,30 +115,21 @@ def _as_maps(out: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     maps = {}
     for key in PREDICTION_KEYS:
         if key in out:
-            value = out[key].argmax(1).to(torch.int16) if key in ("seg", "tseg") \
+            value = class_map(out[key]).to(torch.int16) if key in ("seg", "tseg") \
                 else out[key][:, 0].float()
             maps[key] = value.cpu().numpy()
     return maps
 
 
-@torch.no_grad()
 def predict(model: nn.Module, loader: Any, criterion: CrossTaskLoss, num_classes: int,
             device: torch.device, num_samples: int = 0, keep_predictions: bool = False,
             progress_bar: bool = True) -> _Collected:
-    """One pass over `loader` accumulating metrics and losses, keeping what panels and
-    files need."""
-    model.eval()
+    """One evaluation pass (the training loop's own), keeping what panels and files need."""
     collected = _Collected(MultiTaskMetrics(num_classes, device=device))
-    for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress_bar,
-                      dynamic_ncols=True):
-        batch = to_device(batch, device)
-        out = model(batch["image"])
-        collected.metrics.update(out, batch)
-        for key, value in criterion(out, batch).terms.items():
-            collected.loss_sums[key] = collected.loss_sums.get(key, 0.0) + float(value)
-        collected.batches += 1
+
+    def keep(batch: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> None:
         if not keep_predictions and len(collected.samples) >= num_samples:
-            continue
+            return
         maps = _as_maps(out)
         if keep_predictions:
             for key, value in maps.items():
@@ -159,6 +143,10 @@ def predict(model: nn.Module, loader: Any, criterion: CrossTaskLoss, num_classes
                 "depth_gt": batch["depth"][i, 0].cpu().numpy(),
                 "depth_mask": batch["depth_mask"][i, 0].cpu().numpy(),
                 **{key: value[i] for key, value in maps.items()}})
+
+    collected.figures = evaluate(model, loader, criterion, num_classes, device,
+                                 description="evaluate", progress_bar=progress_bar,
+                                 metrics=collected.metrics, on_batch=keep)
     return collected
 
 
@@ -223,7 +211,7 @@ def evaluate_run(run: str | Path | None = None, ckpt: str | Path | None = None,
         "num_images": len(dataset), "depth_unit": getattr(dataset, "depth_unit", ""),
         "notes": protocol_notes(str(cfg.dataset.name), splits, split,
                                 chosen_on_val=ckpt_path.name == "best.pt"),
-        "metrics": {f"{split}/{k}": v for k, v in collected.figures().items()},
+        "metrics": {f"{split}/{k}": v for k, v in collected.figures.items()},
     }
     if "seg" in model.tasks:
         result["class_names"] = class_names  # metrics.json sorts keys; this keeps the order

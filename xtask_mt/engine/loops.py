@@ -140,15 +140,20 @@ def train_one_epoch(model: nn.Module, loader: Iterable, criterion: CrossTaskLoss
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, criterion: CrossTaskLoss, num_classes: int,
              device: torch.device, description: str = "val",
-             progress_bar: bool = True, options: StepOptions | None = None) -> dict[str, float]:
+             progress_bar: bool = True, options: StepOptions | None = None,
+             metrics: MultiTaskMetrics | None = None,
+             on_batch: Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor]], None]
+             | None = None) -> dict[str, float]:
     """Metrics over the whole loader plus the mean loss terms (`loss_*`).
 
+    Pass `metrics` to read more from the accumulator afterwards (per-class IoU), and
+    `on_batch(batch, outputs)` to keep predictions or samples as they pass.
     Under DDP each process sees its shard of the set; the metric sums (confusion matrix,
     error sums, pixel counts) are added over processes before the figures are computed.
     """
     options = options or StepOptions(device)
     model.eval()
-    metrics = MultiTaskMetrics(num_classes, device=device)
+    metrics = metrics if metrics is not None else MultiTaskMetrics(num_classes, device=device)
     averages = _Averages()
     for batch in tqdm(loader, desc=description, leave=False, disable=not progress_bar,
                       dynamic_ncols=True):
@@ -157,5 +162,7 @@ def evaluate(model: nn.Module, loader: Iterable, criterion: CrossTaskLoss, num_c
             out = model(options.image(batch["image"]))
         metrics.update(out, batch)
         averages.add({f"loss_{k}": v for k, v in criterion(out, batch).terms.items()})
+        if on_batch is not None:
+            on_batch(batch, out)
     all_reduce_sum_(metrics.state_tensors())
     return {**metrics.compute(), **averages.result()}

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ from xtask_mt.engine.checkpoint import (
     check_model_spec,
     load_checkpoint,
     save_checkpoint,
+    write_atomic,
 )
 from xtask_mt.engine.distributed import (
     DistributedContext,
@@ -81,10 +80,8 @@ def model_spec(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=2, sort_keys=True)
+    write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def _is_better(value: float, best: float | None, mode: str) -> bool:
