@@ -26,6 +26,7 @@ def _loops(batches, c: int) -> dict[str, float]:
     mious, accs = [], []
     err = rel = sq = count = 0.0
     deltas = [0, 0, 0]
+    t_abs = t_count = agree = labelled = 0.0
     for out, batch in batches:
         pred = out["seg"].argmax(dim=1)
         for p, t in zip(pred.tolist(), batch["seg"].tolist(), strict=True):
@@ -49,6 +50,14 @@ def _loops(batches, c: int) -> dict[str, float]:
                 err, rel, sq, count = err + e, rel + e / t, sq + e * e, count + 1
                 ratio = max(p / t, t / p)
                 deltas = [d + (ratio < th) for d, th in zip(deltas, DELTA_THRESHOLDS, strict=True)]
+        for td, d, m in zip(out["tdepth"].flatten().tolist(), out["depth"].flatten().tolist(),
+                            batch["depth_mask"].flatten().tolist(), strict=True):
+            if m:
+                t_abs, t_count = t_abs + abs(td - d), t_count + 1
+        for ts, s, t in zip(out["tseg"].argmax(dim=1).flatten().tolist(), pred.flatten().tolist(),
+                            batch["seg"].flatten().tolist(), strict=True):
+            if t != IGNORE_INDEX:
+                agree, labelled = agree + (ts == s), labelled + 1
     tp = [conf[k][k] for k in range(c)]
     unions = [sum(conf[k]) + sum(row[k] for row in conf) - tp[k] for k in range(c)]
     present = [k for k in range(c) if unions[k]]
@@ -56,7 +65,8 @@ def _loops(batches, c: int) -> dict[str, float]:
             "pixacc": sum(tp) / sum(map(sum, conf)),
             "miou_legacy": sum(mious) / len(mious), "pixacc_legacy": sum(accs) / len(accs),
             "abs_err": err / count, "abs_rel": rel / count, "rmse": math.sqrt(sq / count),
-            **{f"delta{k + 1}": deltas[k] / count for k in range(3)}}
+            **{f"delta{k + 1}": deltas[k] / count for k in range(3)},
+            "consistency_depth_abs": t_abs / t_count, "consistency_seg_agree": agree / labelled}
 
 
 def test_metric_update_equals_per_image_loops():
@@ -70,6 +80,17 @@ def test_metric_update_equals_per_image_loops():
         assert math.isclose(fast[key], value, rel_tol=1e-9, abs_tol=1e-12), key
 
 
-def test_class_map_equals_argmax():
+def test_class_map_equals_argmax_including_ties():
     x = torch.randn(2, 7, 9, 11)
     assert torch.equal(class_map(x), x.argmax(dim=1))
+    tied = torch.randint(0, 3, (2, 7, 9, 11)).float()  # many equal maxima per pixel
+    assert torch.equal(class_map(tied), tied.argmax(dim=1))
+    assert torch.equal(class_map(tied, torch.int16), tied.argmax(dim=1).to(torch.int16))
+
+
+def test_class_map_stays_in_range_on_nan():
+    x = torch.randn(1, 5, 2, 2)
+    x[0, 2, 0, 0] = float("nan")
+    ids = class_map(x)
+    assert ids[0, 0, 0] == 4
+    assert torch.equal(ids[0].flatten()[1:], x.argmax(dim=1)[0].flatten()[1:])
