@@ -14,6 +14,7 @@ import torch
 from common import emit, machine, median, parse, timed
 
 from xtask_mt.data.sample import IGNORE_INDEX
+from xtask_mt.engine.host_memory import retain_freed_host_memory
 from xtask_mt.factory import resolve_device
 from xtask_mt.metrics import DELTA_THRESHOLDS, MultiTaskMetrics
 
@@ -38,6 +39,7 @@ def brute_force(batches: list[tuple[dict, dict]], c: int) -> dict[str, float]:
     conf = np.zeros((c, c), np.int64)
     image_mious, image_accs = [], []
     err, rel, sq, deltas, count = 0.0, 0.0, 0.0, np.zeros(3), 0
+    t_abs, agree, labelled = 0.0, 0, 0
     for out, batch in batches:
         pred = out["seg"].argmax(1).cpu().numpy()
         target = batch["seg"].cpu().numpy()
@@ -61,6 +63,10 @@ def brute_force(batches: list[tuple[dict, dict]], c: int) -> dict[str, float]:
         err, rel, sq, count = err + e.sum(), rel + (e / t).sum(), sq + (e**2).sum(), count + e.size
         ratio = np.maximum(np.maximum(p, 1e-6) / t, t / np.maximum(p, 1e-6))
         deltas += [np.sum(ratio < th) for th in DELTA_THRESHOLDS]
+        t_abs += np.abs(out["tdepth"].cpu().double().numpy()[m] - p).sum()
+        valid = target != IGNORE_INDEX
+        agree += np.sum((out["tseg"].argmax(1).cpu().numpy() == pred) & valid)
+        labelled += valid.sum()
     tp = np.diag(conf)
     union = conf.sum(0) + conf.sum(1) - tp
     present = union > 0
@@ -68,7 +74,8 @@ def brute_force(batches: list[tuple[dict, dict]], c: int) -> dict[str, float]:
             "pixacc": float(tp.sum() / conf.sum()),
             "miou_legacy": float(np.mean(image_mious)), "pixacc_legacy": float(np.mean(image_accs)),
             "abs_err": err / count, "abs_rel": rel / count, "rmse": float(np.sqrt(sq / count)),
-            **{f"delta{k + 1}": float(deltas[k] / count) for k in range(3)}}
+            **{f"delta{k + 1}": float(deltas[k] / count) for k in range(3)},
+            "consistency_depth_abs": t_abs / count, "consistency_seg_agree": agree / labelled}
 
 
 def main() -> None:
@@ -78,6 +85,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(str(cfg.trainer.device))
+    if device.type == "cpu" and bool(cfg.trainer.retain_host_memory):
+        retain_freed_host_memory()  # as the training and evaluation processes do
     d = cfg.dataset
     n, c, h, w = int(d.batch_size), int(d.num_classes), int(d.height), int(d.width)
     gen = torch.Generator().manual_seed(0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -52,6 +53,7 @@ def main() -> None:
             finals.append({k: final[k] for k in FIGURES if k in final})
             runs.append({"precision": precision, "seed": seed, **finals[-1],
                          "wall_s": time.perf_counter() - start})
+            print(f"run {len(runs)}: {runs[-1]}", file=sys.stderr, flush=True)  # progress
         summary[precision] = {k: spread([f[k] for f in finals]) for k in finals[0]}
     emit({"benchmark": "precision_parity", "overrides": args.overrides, "runs": runs,
           "summary": summary, "machine": machine(resolve_device(str(cfg.trainer.device)))})

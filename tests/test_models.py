@@ -7,6 +7,7 @@ import torch
 
 from xtask_mt.models import CrossTaskModel, ResNetEncoder, TaskTransferNet
 from xtask_mt.models.encoder import EncoderWeightsError
+from xtask_mt.models.layers import ConcatConv2d
 
 
 @pytest.mark.parametrize("depth", [18, 34, 50, 101, 152])
@@ -81,3 +82,23 @@ def test_unreachable_pretrained_weights_fail_clearly(monkeypatch, tmp_path):
     monkeypatch.setattr("torch.hub.load_state_dict_from_url", no_network)
     with pytest.raises(EncoderWeightsError, match="encoder.weights_path"):
         ResNetEncoder(18, pretrained=True)
+
+
+def test_concat_conv_equals_conv_of_concatenation():
+    torch.manual_seed(0)
+    fused = ConcatConv2d(5, 4, 3, padding=1)
+    plain = torch.nn.Conv2d(5, 4, 3, padding=1)
+    plain.load_state_dict(fused.state_dict())  # same parameters, same keys
+    a = torch.randn(2, 3, 6, 7, requires_grad=True)
+    b = torch.randn(2, 2, 6, 7, requires_grad=True)
+    a2, b2 = a.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
+    out, ref = fused(a, b), plain(torch.cat([a2, b2], dim=1))
+    assert torch.allclose(out, ref, atol=1e-5)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    ref.backward(grad)
+    for x, y in ((a.grad, a2.grad), (b.grad, b2.grad), (fused.weight.grad, plain.weight.grad),
+                 (fused.bias.grad, plain.bias.grad)):
+        assert torch.allclose(x, y, atol=1e-5)
+    with pytest.raises(ValueError, match="expects 5"):
+        fused(a, a)

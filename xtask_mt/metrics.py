@@ -28,7 +28,9 @@ def class_map(logits: torch.Tensor, dtype: torch.dtype = torch.int64) -> torch.T
     # that of the first maximal class.
     score_dtype = torch.uint8 if num_classes < 256 else torch.int32
     score = torch.arange(num_classes, 0, -1, dtype=score_dtype, device=logits.device)
-    first = ((logits == top) * score.view(1, -1, 1, 1)).amax(dim=1)
+    reaches_top = (logits == top).view(torch.uint8) if score_dtype == torch.uint8 else \
+        (logits == top).to(score_dtype)
+    first = reaches_top.mul_(score.view(1, -1, 1, 1)).amax(dim=1)
     return (num_classes - first.to(dtype)).clamp_(max=num_classes - 1)
 
 
@@ -106,8 +108,12 @@ class MultiTaskMetrics:
             self.consistency[0] += diff.sum()
             self.consistency[1] += mask.count_nonzero()
         if "tseg" in out and seg_pred is not None:
+            # agreement: the direct class scores highest in the transferred logits (a tie
+            # for the highest counts); one gather instead of a second class map
+            tseg = out["tseg"]
+            at_direct = tseg.gather(1, seg_pred.long().unsqueeze(1))
             labelled = batch["seg"] != IGNORE_INDEX
-            agree = (class_map(out["tseg"], ids) == seg_pred).logical_and_(labelled)
+            agree = (at_direct == tseg.amax(dim=1, keepdim=True)).squeeze(1).logical_and_(labelled)
             self.consistency[2] += agree.count_nonzero()
             self.consistency[3] += labelled.count_nonzero()
 

@@ -29,7 +29,6 @@ class UNetDecoder(nn.Module):
         deepest_first = features[::-1]
         x = deepest_first[0]
         for i, block in enumerate(self.blocks):
-            if i > 0:
-                x = torch.cat([x, deepest_first[i]], dim=1)
-            x = F.interpolate(block(x), scale_factor=2, mode="bilinear", align_corners=False)
+            x = block(x, deepest_first[i]) if i > 0 else block(x)  # skip fused, not copied
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         return self.head(x)

@@ -37,5 +37,5 @@ class TaskTransferNet(nn.Module):
             x = F.max_pool2d(x, 2)
         for block, skip in zip(self.up, reversed(skips), strict=True):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = block(torch.cat([x, skip], dim=1))
+            x = block(x, skip)  # upsampled map and skip, fused (see ConcatConv2d)
         return self.head(x)
