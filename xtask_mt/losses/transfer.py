@@ -9,6 +9,7 @@ from xtask_mt.data.sample import IGNORE_INDEX
 from xtask_mt.losses.masked import masked_mean, masked_mean_per_image
 from xtask_mt.losses.segmentation import segmentation_loss
 from xtask_mt.losses.ssim import ssim_loss_map
+from xtask_mt.metrics import class_map
 
 TDEPTH_LOSSES = ("l1", "ssim")
 TSEG_LOSSES = ("cross", "kl")
@@ -35,7 +36,7 @@ def transferred_seg_loss(name: str, tseg: torch.Tensor, seg: torch.Tensor,
     Pixels whose ground-truth label is ignored are left out. `kl` is the per-pixel KL
     divergence over the class axis from the smoothed one-hot target to the prediction.
     """
-    target = seg.detach().argmax(dim=1)
+    target = class_map(seg.detach())  # argmax, faster on CPU
     target = torch.where(labels == IGNORE_INDEX, torch.full_like(target, IGNORE_INDEX), target)
     if name == "cross":
         return segmentation_loss(tseg, target, label_smoothing)
