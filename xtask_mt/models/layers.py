@@ -18,19 +18,15 @@ class ConcatConv2d(nn.Conv2d):
     """
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        if sum(x.shape[1] for x in inputs) != self.in_channels:
-            raise ValueError(f"inputs have {[x.shape[1] for x in inputs]} channels, "
-                             f"the convolution expects {self.in_channels} in all")
-        out: torch.Tensor | None = None
-        start = 0
-        for x in inputs:
-            weight = self.weight[:, start:start + x.shape[1]]
-            start += x.shape[1]
-            if out is None:
-                out = self._conv_forward(x, weight, self.bias)
-            else:  # convolution backward needs its inputs, not its output: in place is safe
-                out = out.add_(self._conv_forward(x, weight, None))
-        assert out is not None
+        widths = [x.shape[1] for x in inputs]
+        if sum(widths) != self.in_channels:
+            raise ValueError(f"inputs have {widths} channels, the convolution expects "
+                             f"{self.in_channels} in all")
+        weights = self.weight.split(widths, dim=1)
+        out = self._conv_forward(inputs[0], weights[0], self.bias)
+        for x, weight in zip(inputs[1:], weights[1:], strict=True):
+            # convolution backward needs its inputs, not its output: adding in place is safe
+            out = out.add_(self._conv_forward(x, weight, None))
         return out
 
 
