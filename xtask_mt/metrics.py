@@ -95,10 +95,11 @@ class MultiTaskMetrics:
     def update(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> None:
         """Add one batch. Masks multiply instead of indexing, so no step waits for the
         host to learn how many pixels are valid."""
-        # class ids in the narrow type the confusion bincount indexes with
-        ids = _index_dtype(batch["seg"].shape[0] * self.num_classes**2 + 1)
-        seg_pred = class_map(out["seg"], ids) if "seg" in out else None
-        if seg_pred is not None:
+        seg_pred = None
+        if "seg" in out:
+            # class ids in the narrow type the confusion bincount indexes with
+            ids = _index_dtype(out["seg"].shape[0] * self.num_classes**2 + 1)
+            seg_pred = class_map(out["seg"], ids)
             self._update_seg(seg_pred, batch["seg"])
         if "depth" in out:
             self._update_depth(out["depth"], batch["depth"], batch["depth_mask"])
