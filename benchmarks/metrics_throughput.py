@@ -4,7 +4,9 @@
 
 Random predictions and targets of the config's batch size, image size and class count
 (with ignored labels and invalid depth) go through MultiTaskMetrics.update; the figures it
-computes are compared with a plain per-image, per-class computation. Prints JSON.
+computes are compared with a plain per-image, per-class computation. The predictions are in
+the memory layout the config's model gives (channels-last with trainer.channels_last=true,
+the default). Prints JSON.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from xtask_mt.factory import resolve_device
 from xtask_mt.metrics import DELTA_THRESHOLDS, MultiTaskMetrics
 
 
-def random_batch(n: int, c: int, h: int, w: int, gen: torch.Generator,
-                 device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def random_batch(n: int, c: int, h: int, w: int, gen: torch.Generator, device: torch.device,
+                 channels_last: bool = False
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     seg = torch.randint(0, c, (n, h, w), generator=gen)
     seg[torch.rand(n, h, w, generator=gen) < 0.1] = IGNORE_INDEX
     depth = torch.rand(n, 1, h, w, generator=gen) + 0.05
@@ -30,6 +33,8 @@ def random_batch(n: int, c: int, h: int, w: int, gen: torch.Generator,
            "depth": depth + 0.1 * torch.randn(n, 1, h, w, generator=gen),
            "tdepth": torch.rand(n, 1, h, w, generator=gen),
            "tseg": torch.randn(n, c, h, w, generator=gen)}
+    if channels_last:  # the layout a channels-last model emits its outputs in
+        out = {k: v.contiguous(memory_format=torch.channels_last) for k, v in out.items()}
     move = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
     return move(out), move(batch)
 
@@ -90,7 +95,8 @@ def main() -> None:
     d = cfg.dataset
     n, c, h, w = int(d.batch_size), int(d.num_classes), int(d.height), int(d.width)
     gen = torch.Generator().manual_seed(0)
-    data = [random_batch(n, c, h, w, gen, device) for _ in range(max(args.check_batches, 1))]
+    data = [random_batch(n, c, h, w, gen, device, bool(cfg.trainer.channels_last))
+            for _ in range(max(args.check_batches, 1))]
 
     metrics = MultiTaskMetrics(c, device=device)
     for out, batch in data:
@@ -108,6 +114,7 @@ def main() -> None:
             times.append(seconds)
     emit({"benchmark": "metrics_throughput", "overrides": args.overrides,
           "batch_size": n, "image_size": [h, w], "num_classes": c,
+          "channels_last": bool(cfg.trainer.channels_last),
           "update_ms_median": 1000 * median(times), "update_ms_min": 1000 * min(times),
           "batches": args.batches, "max_abs_difference_vs_brute_force": max(differences.values()),
           "matches_brute_force": all(v < 1e-9 for v in differences.values()),

@@ -23,6 +23,9 @@ def class_map(logits: torch.Tensor, dtype: torch.dtype = torch.int64) -> torch.T
     faster than max().indices or argmax() over the strided class axis. A pixel whose scores
     hold a NaN gets class C-1."""
     num_classes = logits.shape[1]
+    # The class-axis reductions run over NCHW planes; a channels-last map (as a channels-last
+    # model gives) is cheaper to copy once than to reduce along its innermost axis on CPU.
+    logits = logits.contiguous()
     top = logits.amax(dim=1, keepdim=True)
     # Class c scores num_classes - c where it reaches the maximum, so the largest score is
     # that of the first maximal class.
@@ -111,7 +114,7 @@ class MultiTaskMetrics:
         if "tseg" in out and seg_pred is not None:
             # agreement: the direct class scores highest in the transferred logits (a tie
             # for the highest counts); one gather instead of a second class map
-            tseg = out["tseg"]
+            tseg = out["tseg"].contiguous()  # as in class_map
             at_direct = tseg.gather(1, seg_pred.long().unsqueeze(1))
             labelled = batch["seg"] != IGNORE_INDEX
             agree = (at_direct == tseg.amax(dim=1, keepdim=True)).squeeze(1).logical_and_(labelled)
