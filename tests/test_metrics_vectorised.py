@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from xtask_mt.data.sample import IGNORE_INDEX
@@ -69,9 +70,13 @@ def _loops(batches, c: int) -> dict[str, float]:
             "consistency_depth_abs": t_abs / t_count, "consistency_seg_agree": agree / labelled}
 
 
-def test_metric_update_equals_per_image_loops():
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_metric_update_equals_per_image_loops(channels_last):
     gen = torch.Generator().manual_seed(0)
     batches = [_random(gen) for _ in range(3)]
+    if channels_last:  # the layout a channels-last model gives
+        batches = [({k: v.contiguous(memory_format=torch.channels_last) for k, v in out.items()},
+                    batch) for out, batch in batches]
     metrics = MultiTaskMetrics(4)
     for out, batch in batches:
         metrics.update(out, batch)
@@ -86,6 +91,8 @@ def test_class_map_equals_argmax_including_ties():
     tied = torch.randint(0, 3, (2, 7, 9, 11)).float()  # many equal maxima per pixel
     assert torch.equal(class_map(tied), tied.argmax(dim=1))
     assert torch.equal(class_map(tied, torch.int16), tied.argmax(dim=1).to(torch.int16))
+    nhwc = tied.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(class_map(nhwc), tied.argmax(dim=1))
 
 
 def test_class_map_stays_in_range_on_nan():
