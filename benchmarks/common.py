@@ -22,14 +22,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def parse(description: str, argv: list[str] | None = None,
           **extra: tuple[type, Any, str]) -> tuple[argparse.Namespace, DictConfig]:
-    """Options `--name value` from `extra` (type, default, help) plus Hydra overrides
-    (`key=value`, `group=option`) composed onto conf/config.yaml."""
+    """Options `--name value` from `extra` (type, default, help), `--threads` (applied here),
+    plus Hydra overrides (`key=value`, `group=option`) composed onto conf/config.yaml."""
     parser = argparse.ArgumentParser(description=description)
+    extra = {**extra, "threads": (int, 0, "torch CPU threads (0: torch's default)")}
     for name, (kind, default, text) in extra.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default,
                             help=text)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. encoder=resnet18")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(args.overrides))
     return args, cfg

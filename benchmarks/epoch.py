@@ -14,7 +14,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 from common import emit, machine, parse, peak_memory_gb
 
 from xtask_mt.engine.training import train
@@ -23,10 +22,7 @@ from xtask_mt.factory import resolve_device
 
 def main() -> None:
     args, cfg = parse(__doc__.splitlines()[0],
-                      output_dir=(str, "", "keep the run here (default: a temporary folder)"),
-                      threads=(int, 0, "torch CPU threads (0: torch's default)"))
-    if args.threads:
-        torch.set_num_threads(args.threads)
+                      output_dir=(str, "", "keep the run here (default: a temporary folder)"))
     logging.basicConfig(level=logging.WARNING)
     cfg.trainer.progress_bar = False
     with tempfile.TemporaryDirectory() as tmp:

@@ -85,10 +85,7 @@ def brute_force(batches: list[tuple[dict, dict]], c: int) -> dict[str, float]:
 
 def main() -> None:
     args, cfg = parse(__doc__.splitlines()[0], batches=(int, 50, "timed batches"),
-                      check_batches=(int, 3, "batches compared with brute force"),
-                      threads=(int, 0, "torch CPU threads (0: torch's default)"))
-    if args.threads:
-        torch.set_num_threads(args.threads)
+                      check_batches=(int, 3, "batches compared with brute force"))
     device = resolve_device(str(cfg.trainer.device))
     if device.type == "cpu" and bool(cfg.trainer.retain_host_memory):
         retain_freed_host_memory()  # as the training and evaluation processes do

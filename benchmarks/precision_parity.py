@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 from common import emit, machine, parse
 
 from xtask_mt.engine.training import train
@@ -34,10 +33,7 @@ def spread(values: list[float]) -> dict[str, float]:
 def main() -> None:
     args, cfg = parse(__doc__.splitlines()[0],
                       seeds=(str, "0,1,2", "comma-separated trainer.seed values"),
-                      precisions=(str, "32,bf16-mixed", "comma-separated trainer.precision"),
-                      threads=(int, 0, "torch CPU threads (0: torch's default)"))
-    if args.threads:
-        torch.set_num_threads(args.threads)
+                      precisions=(str, "32,bf16-mixed", "comma-separated trainer.precision"))
     logging.basicConfig(level=logging.WARNING)
     cfg.trainer.progress_bar = False
     seeds = [int(s) for s in args.seeds.split(",")]

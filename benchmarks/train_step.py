@@ -40,10 +40,7 @@ def batches(loader):
 def main() -> None:
     args, cfg = parse(__doc__.splitlines()[0], steps=(int, 5, "timed steps"),
                       warmup=(int, 1, "untimed steps first (compile, allocator)"),
-                      data_batches=(int, 10, "batches timed for the data pipeline alone"),
-                      threads=(int, 0, "torch CPU threads (0: torch's default)"))
-    if args.threads:
-        torch.set_num_threads(args.threads)
+                      data_batches=(int, 10, "batches timed for the data pipeline alone"))
     t = cfg.trainer
     seed_everything(int(t.seed))
     device = resolve_device(str(t.device))

@@ -240,7 +240,8 @@ def _train(cfg: DictConfig, output_dir: Path, ctx: DistributedContext) -> dict[s
                 logged["train/lr"] = lr
                 logged["train/skipped_nonfinite"] = float(progress.skipped_nonfinite)
                 is_best = False
-                if epoch % int(t.val_every) == 0 or epoch == epochs:
+                validated = epoch % int(t.val_every) == 0 or epoch == epochs
+                if validated:
                     metrics = evaluate(model, val_loader, criterion, num_classes, device,
                                        progress_bar=progress_bar, options=options)
                     progress.final = {f"val/{k}": v for k, v in metrics.items()}
@@ -258,10 +259,11 @@ def _train(cfg: DictConfig, output_dir: Path, ctx: DistributedContext) -> dict[s
                     if is_best:
                         progress.best_value, progress.best_epoch = value, epoch
                         progress.best = dict(progress.final)
-                    progress.history.append(
-                        {"epoch": epoch, **{k: v for k, v in logged.items()
-                                            if k.startswith(("train/", "val/"))}})
                 logged["epoch_time_s"] = time.perf_counter() - start
+                if validated:
+                    progress.history.append(
+                        {"epoch": epoch, "epoch_time_s": logged["epoch_time_s"],
+                         **{k: v for k, v in logged.items() if k.startswith(("train/", "val/"))}})
                 progress.epoch = epoch
                 epochs_run.append(epoch)
                 tracker.log(logged, step=epoch)
