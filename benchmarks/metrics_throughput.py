@@ -16,7 +16,7 @@ import torch
 from common import emit, machine, median, parse, timed
 
 from xtask_mt.data.sample import IGNORE_INDEX
-from xtask_mt.engine.host_memory import retain_freed_host_memory
+from xtask_mt.engine.host_memory import configure_host_memory
 from xtask_mt.factory import resolve_device
 from xtask_mt.metrics import DELTA_THRESHOLDS, MultiTaskMetrics
 
@@ -87,8 +87,7 @@ def main() -> None:
     args, cfg = parse(__doc__.splitlines()[0], batches=(int, 50, "timed batches"),
                       check_batches=(int, 3, "batches compared with brute force"))
     device = resolve_device(str(cfg.trainer.device))
-    if device.type == "cpu" and bool(cfg.trainer.retain_host_memory):
-        retain_freed_host_memory()  # as the training and evaluation processes do
+    configure_host_memory(device, cfg.trainer)  # as the training and evaluation processes do
     d = cfg.dataset
     n, c, h, w = int(d.batch_size), int(d.num_classes), int(d.height), int(d.width)
     gen = torch.Generator().manual_seed(0)

@@ -15,7 +15,7 @@ import time
 import torch
 from common import emit, machine, median, parse, peak_memory_gb, sync, timed
 
-from xtask_mt.engine.host_memory import retain_freed_host_memory
+from xtask_mt.engine.host_memory import configure_host_memory
 from xtask_mt.engine.loops import to_device
 from xtask_mt.engine.precision import StepOptions, maybe_compile, precision_name, to_channels_last
 from xtask_mt.factory import (
@@ -44,8 +44,7 @@ def main() -> None:
     t = cfg.trainer
     seed_everything(int(t.seed))
     device = resolve_device(str(t.device))
-    if device.type == "cpu" and bool(t.retain_host_memory):
-        retain_freed_host_memory()  # as the training job does
+    configure_host_memory(device, t)  # as the training job does
     options = StepOptions(device, precision_name(t.precision), bool(t.channels_last))
     dataset = build_dataset(cfg, "train")
     loader = build_loader(cfg, dataset, train=True, pin_memory=device.type == "cuda")

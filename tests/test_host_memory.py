@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tests.conftest import TINY, compose_config
-from xtask_mt.engine import training
+from xtask_mt.engine import host_memory, training
 
 # Allocates, fills and frees a 64 MiB tensor repeatedly and reports the minor page faults
 # of each of the last allocations. With `retain`, once the heap has grown (glibc takes a few
@@ -49,6 +49,6 @@ def test_retained_memory_avoids_page_faults():
 @pytest.mark.parametrize("retain", [True, False])
 def test_cpu_training_retains_host_memory_only_when_asked(tmp_path, monkeypatch, retain):
     calls: list[bool] = []
-    monkeypatch.setattr(training, "retain_freed_host_memory", lambda: calls.append(True) or True)
+    monkeypatch.setattr(host_memory, "retain_freed_host_memory", lambda: calls.append(True) or True)
     training.train(compose_config(TINY + [f"trainer.retain_host_memory={retain}"]), tmp_path)
     assert calls == ([True] if retain else [])

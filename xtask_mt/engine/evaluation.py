@@ -24,7 +24,7 @@ from torch import nn
 from xtask_mt import delta_m, plotting
 from xtask_mt.data.sample import denormalise_image
 from xtask_mt.engine.checkpoint import CheckpointError, check_model_spec, load_checkpoint
-from xtask_mt.engine.host_memory import retain_freed_host_memory
+from xtask_mt.engine.host_memory import configure_host_memory
 from xtask_mt.engine.latency import measure_latency
 from xtask_mt.engine.loops import evaluate
 from xtask_mt.engine.training import model_spec, write_json_atomic
@@ -191,8 +191,7 @@ def evaluate_run(run: str | Path | None = None, ckpt: str | Path | None = None,
     last = last_k_mean(run_dir, int(last_k)) if last_k else None
     baseline_runs = _read_baselines(split, baselines)
     dev = resolve_device(device)
-    if dev.type == "cpu" and bool(cfg.trainer.get("retain_host_memory", True)):
-        retain_freed_host_memory()  # as training does: no page faults per batch
+    configure_host_memory(dev, cfg.trainer)  # as training does: no page faults per batch
     dataset = build_dataset(cfg, split)
     loader = build_loader(cfg, dataset, train=False)
     num_classes = dataset.num_classes

@@ -13,6 +13,9 @@ import ctypes
 import logging
 import sys
 
+import torch
+from omegaconf import DictConfig
+
 log = logging.getLogger(__name__)
 
 # mallopt() parameter numbers from glibc's <malloc.h>
@@ -40,3 +43,11 @@ def retain_freed_host_memory() -> bool:
     if not applied:
         log.debug("mallopt refused the settings; freed host memory goes back to the kernel")
     return applied
+
+
+def configure_host_memory(device: torch.device, trainer_cfg: DictConfig) -> bool:
+    """Apply `trainer.retain_host_memory` (default on) for a process computing on `device`:
+    only CPU work allocates its tensors on the host. Returns whether it took effect."""
+    if device.type != "cpu" or not bool(trainer_cfg.get("retain_host_memory", True)):
+        return False
+    return retain_freed_host_memory()

@@ -28,7 +28,7 @@ from xtask_mt.engine.distributed import (
     shutdown_distributed,
     wrap_ddp,
 )
-from xtask_mt.engine.host_memory import retain_freed_host_memory
+from xtask_mt.engine.host_memory import configure_host_memory
 from xtask_mt.engine.loops import evaluate, train_one_epoch
 from xtask_mt.engine.precision import (
     StepOptions,
@@ -132,8 +132,7 @@ def _train(cfg: DictConfig, output_dir: Path, ctx: DistributedContext) -> dict[s
     options = StepOptions(device, precision, bool(t.get("channels_last", False)))
     if not ctx.is_main:
         logging.getLogger("xtask_mt").setLevel(logging.WARNING)
-    if device.type == "cpu" and bool(t.get("retain_host_memory", True)):
-        retain_freed_host_memory()
+    configure_host_memory(device, t)
 
     train_set, val_set = build_dataset(cfg, "train"), build_dataset(cfg, "val")
     pin = device.type == "cuda"
