@@ -6,7 +6,8 @@ Random predictions and targets of the config's batch size, image size and class 
 (with ignored labels and invalid depth) go through MultiTaskMetrics.update; the figures it
 computes are compared with a plain per-image, per-class computation. The predictions are in
 the memory layout the config's model gives (channels-last with trainer.channels_last=true,
-the default). Prints JSON.
+the default). On CPU the update runs in the fused numba kernels unless `--tensor-ops 1`
+asks for the tensor-op form that GPUs use. Prints JSON.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def brute_force(batches: list[tuple[dict, dict]], c: int) -> dict[str, float]:
 
 def main() -> None:
     args, cfg = parse(__doc__.splitlines()[0], batches=(int, 50, "timed batches"),
-                      check_batches=(int, 3, "batches compared with brute force"))
+                      check_batches=(int, 3, "batches compared with brute force"),
+                      tensor_ops=(int, 0, "1: tensor ops even on CPU, not the fused kernels"))
     device = resolve_device(str(cfg.trainer.device))
     configure_host_memory(device, cfg.trainer)  # as the training and evaluation processes do
     d = cfg.dataset
@@ -94,7 +96,7 @@ def main() -> None:
     data = [random_batch(n, c, h, w, gen, device, bool(cfg.trainer.channels_last))
             for _ in range(max(args.check_batches, 1))]
 
-    metrics = MultiTaskMetrics(c, device=device)
+    metrics = MultiTaskMetrics(c, device=device, fused=False if args.tensor_ops else None)
     for out, batch in data:
         metrics.update(out, batch)
     fast = metrics.compute()
@@ -110,7 +112,7 @@ def main() -> None:
             times.append(seconds)
     emit({"benchmark": "metrics_throughput", "overrides": args.overrides,
           "batch_size": n, "image_size": [h, w], "num_classes": c,
-          "channels_last": bool(cfg.trainer.channels_last),
+          "channels_last": bool(cfg.trainer.channels_last), "fused_kernels": metrics.fused,
           "update_ms_median": 1000 * median(times), "update_ms_min": 1000 * min(times),
           "batches": args.batches, "max_abs_difference_vs_brute_force": max(differences.values()),
           "matches_brute_force": all(v < 1e-9 for v in differences.values()),

@@ -70,14 +70,15 @@ def _loops(batches, c: int) -> dict[str, float]:
             "consistency_depth_abs": t_abs / t_count, "consistency_seg_agree": agree / labelled}
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-kernels", "tensor-ops"])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_metric_update_equals_per_image_loops(channels_last):
+def test_metric_update_equals_per_image_loops(channels_last, fused):
     gen = torch.Generator().manual_seed(0)
     batches = [_random(gen) for _ in range(3)]
     if channels_last:  # the layout a channels-last model gives
         batches = [({k: v.contiguous(memory_format=torch.channels_last) for k, v in out.items()},
                     batch) for out, batch in batches]
-    metrics = MultiTaskMetrics(4)
+    metrics = MultiTaskMetrics(4, fused=fused)
     for out, batch in batches:
         metrics.update(out, batch)
     fast = metrics.compute()
