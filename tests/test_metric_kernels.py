@@ -106,3 +106,12 @@ def test_sums_do_not_depend_on_the_thread_count():
 def test_fused_kernels_refuse_a_gpu_device():
     with pytest.raises(ValueError, match="CPU only"):
         MultiTaskMetrics(5, device="cuda", fused=True)
+
+
+@pytest.mark.parametrize("keys", [("seg",), ("seg", "tseg"), ("depth",), ("depth", "tdepth")])
+def test_outputs_of_one_task_give_the_sums_of_the_tensor_ops(keys):
+    out, batch = _batch(5)
+    fused, tensor = _both({k: out[k] for k in keys}, batch)
+    _assert_same_sums(fused, tensor)
+    assert (fused.confusion.sum() > 0) == ("seg" in keys)
+    assert (fused.depth[6] > 0) == ("depth" in keys)
