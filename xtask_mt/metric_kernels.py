@@ -2,10 +2,10 @@
 
 On CPU the eager tensor form of the update costs about 30 passes over the batch, each paying
 for its own temporaries; these kernels read every prediction once and keep per-pixel work in
-registers. They give the same figures as `metrics.torch_batch_sums` (checked in the tests
-and by benchmarks/metrics_throughput.py against a brute-force loop); GPUs keep the tensor
-form. Work is split into blocks of rows of one image, each block writing its own slot of
-the output, so the sums do not depend on the number of threads.
+registers. They give the same sums as `metrics.torch_seg_sums` and `torch_depth_sums`
+(checked in the tests, and by benchmarks/metrics_throughput.py against a brute-force loop);
+GPUs keep that tensor form. Work is split into blocks of rows of one image, each block
+writing its own slot of the output, so the sums do not depend on the number of threads.
 """
 
 from __future__ import annotations
@@ -182,6 +182,7 @@ def _scores(x: torch.Tensor) -> torch.Tensor:
 
 
 def _image_blocks(n: int, h: int) -> int:
+    """Tasks of a batch: one per block of rows of each image."""
     return n * -(-h // _ROWS_PER_BLOCK)
 
 
