@@ -23,15 +23,21 @@ from xtask_mt.data.sample import IGNORE_INDEX
 _ROWS_PER_BLOCK = 16
 
 
+@njit(cache=True)
+def _task_rows(task, h, rows):
+    """Image and row range of a task: tasks take blocks of `rows` rows, image by image."""
+    blocks = (h + rows - 1) // rows
+    y0 = (task % blocks) * rows
+    return task // blocks, y0, min(y0 + rows, h)
+
+
 @njit(parallel=True, cache=True)
 def _seg_planar(seg, target, tseg, use_tseg, rows, conf, agree, bad):
     """(N, C, H, W) scores: each row is reduced over the classes one class plane at a time,
     which the compiler vectorises along the row."""
     n, c, h, w = seg.shape
-    blocks = (h + rows - 1) // rows
-    for task in prange(n * blocks):
-        i = task // blocks
-        y0 = (task % blocks) * rows
+    for task in prange(n * -(-h // rows)):
+        i, y0, y1 = _task_rows(task, h, rows)
         best = np.empty(w, seg.dtype)
         top = np.empty(w, tseg.dtype)
         ids = np.empty(w, np.int64)
@@ -40,7 +46,7 @@ def _seg_planar(seg, target, tseg, use_tseg, rows, conf, agree, bad):
         hist = np.zeros(c * c, np.int64)
         agreed = 0
         wrong = 0
-        for y in range(y0, min(y0 + rows, h)):
+        for y in range(y0, y1):
             for x in range(w):
                 v = seg[i, 0, y, x]
                 best[x] = v
@@ -87,15 +93,13 @@ def _interleaved_kernel(c: int) -> Callable[..., None]:
     @njit(parallel=True, cache=True)
     def kernel(seg, target, tseg, use_tseg, rows, conf, agree, bad):
         n, h, w, _ = seg.shape
-        blocks = (h + rows - 1) // rows
-        for task in prange(n * blocks):
-            i = task // blocks
-            y0 = (task % blocks) * rows
+        for task in prange(n * -(-h // rows)):
+            i, y0, y1 = _task_rows(task, h, rows)
             ids = np.empty(w, np.int64)
             hist = np.zeros(c * c + 1, np.int64)  # the last bin takes unlabelled pixels
             agreed = 0
             wrong = 0
-            for y in range(y0, min(y0 + rows, h)):
+            for y in range(y0, y1):
                 scores = seg[i, y].ravel()
                 for x in range(w):
                     best = scores[x * c]
@@ -137,14 +141,12 @@ def _depth(pred, target, mask, tdepth, use_tdepth, rows, eps, thresholds, sums):
     A ratio is compared by multiplying, not dividing: for float32 depths the products are
     exact in float64, so each delta count is exact."""
     n, h, w = pred.shape
-    blocks = (h + rows - 1) // rows
     t1, t2, t3 = thresholds[0], thresholds[1], thresholds[2]
-    for task in prange(n * blocks):
-        i = task // blocks
-        y0 = (task % blocks) * rows
+    for task in prange(n * -(-h // rows)):
+        i, y0, y1 = _task_rows(task, h, rows)
         err = rel = sq = transferred = 0.0
         d1 = d2 = d3 = count = 0
-        for y in range(y0, min(y0 + rows, h)):
+        for y in range(y0, y1):
             for x in range(w):
                 valid = mask[i, y, x]
                 p = np.float64(pred[i, y, x])
