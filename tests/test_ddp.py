@@ -131,3 +131,18 @@ def test_ddp_without_torchrun_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
     with pytest.raises(ConfigError, match="launch with `torchrun"):
         training.train(compose_config(TINY + ["trainer.strategy=ddp"]), tmp_path)
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_ranks_wait_for_each_other_only_after_a_normal_finish(monkeypatch, finished):
+    """A finished rank waits at a barrier before tearing the group down (rank 0 may still be
+    writing); a failed one leaves at once, as its peers would never reach the barrier."""
+    from xtask_mt.engine import distributed
+
+    calls = []
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(distributed.dist, "destroy_process_group",
+                        lambda: calls.append("destroy"))
+    distributed.shutdown_distributed(wait_for_all=finished)
+    assert calls == (["barrier", "destroy"] if finished else ["destroy"])

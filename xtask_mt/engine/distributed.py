@@ -65,8 +65,14 @@ def init_distributed(strategy: str, device: torch.device) -> DistributedContext:
                               device=device)
 
 
-def shutdown_distributed() -> None:
+def shutdown_distributed(wait_for_all: bool) -> None:
+    """Leave the process group. After a normal finish every rank waits for the others first:
+    rank 0 may still be writing files, and a rank that tears its connections down while a
+    peer still uses them can abort at exit. After an error it leaves at once (the others
+    would never reach the barrier)."""
     if dist.is_initialized():
+        if wait_for_all:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -117,10 +117,13 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     t = cfg.trainer
     ctx = init_distributed(str(t.get("strategy", "none")), resolve_device(str(t.device)))
+    finished = False
     try:
-        return _train(cfg, output_dir, ctx)
+        summary = _train(cfg, output_dir, ctx)
+        finished = True
+        return summary
     finally:
-        shutdown_distributed()
+        shutdown_distributed(wait_for_all=finished)
 
 
 def _train(cfg: DictConfig, output_dir: Path, ctx: DistributedContext) -> dict[str, Any]:
