@@ -177,8 +177,8 @@ def _use_torch_threads() -> None:
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
-def _scores(x: torch.Tensor) -> torch.Tensor:
-    """Float scores as numba takes them (no bfloat16 or float16 there)."""
+def _floats(x: torch.Tensor) -> torch.Tensor:
+    """Float values (scores or depths) as numba takes them (no bfloat16 or float16 there)."""
     x = x.detach()
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
@@ -199,8 +199,8 @@ def seg_sums(seg: torch.Tensor, target: torch.Tensor, tseg: torch.Tensor | None
     _use_torch_threads()
     n, c, h, _ = seg.shape
     planar = seg.stride(1) != 1 or c == 1
-    layout = (lambda x: _scores(x).contiguous()) if planar else \
-        (lambda x: _scores(x).permute(0, 2, 3, 1).contiguous())
+    layout = (lambda x: _floats(x).contiguous()) if planar else \
+        (lambda x: _floats(x).permute(0, 2, 3, 1).contiguous())
     scores = layout(seg).numpy()
     transferred = layout(tseg).numpy() if tseg is not None else scores
     tasks = _image_blocks(n, h)
@@ -221,15 +221,15 @@ def seg_sums(seg: torch.Tensor, target: torch.Tensor, tseg: torch.Tensor | None
 
 def depth_sums(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
                tdepth: torch.Tensor | None, eps: float,
-               thresholds: tuple[float, float, float]) -> np.ndarray:
+               thresholds: tuple[float, float, float]) -> torch.Tensor:
     """[abs, abs rel, squared, delta1-3, valid pixels, |tdepth - depth|] summed over the valid
     pixels of (N, 1, H, W) maps."""
     _use_torch_threads()
     n, _, h, w = pred.shape
     flat = lambda x: x.detach().reshape(n, h, w).contiguous()  # noqa: E731
-    p = flat(_scores(pred)).numpy()
-    t = flat(_scores(target)).numpy()
+    p = flat(_floats(pred)).numpy()
+    t = flat(_floats(target)).numpy()
     sums = np.empty((_image_blocks(n, h), 8), np.float64)
-    _depth(p, t, flat(mask.bool()).numpy(), flat(_scores(tdepth)).numpy() if tdepth is not None
+    _depth(p, t, flat(mask.bool()).numpy(), flat(_floats(tdepth)).numpy() if tdepth is not None
            else p, tdepth is not None, _ROWS_PER_BLOCK, eps, np.array(thresholds), sums)
-    return sums.sum(axis=0)
+    return torch.from_numpy(sums.sum(axis=0))

@@ -160,8 +160,8 @@ class MultiTaskMetrics:
                 self.consistency[3] += per_image.sum()
         if "depth" in out:
             args = (out["depth"], batch["depth"], batch["depth_mask"], out.get("tdepth"))
-            sums = torch.from_numpy(metric_kernels.depth_sums(
-                *args, _DEPTH_EPS, DELTA_THRESHOLDS)) if self.fused else torch_depth_sums(*args)
+            sums = metric_kernels.depth_sums(*args, _DEPTH_EPS, DELTA_THRESHOLDS) if self.fused \
+                else torch_depth_sums(*args)
             self.depth += sums[:7]
             if "tdepth" in out:
                 self.consistency[0] += sums[7]
