@@ -12,8 +12,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+from xtask_mt.config.build import build_dataset
 from xtask_mt.data.files import DatasetError
-from xtask_mt.factory import build_dataset
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 

@@ -4,8 +4,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from xtask_mt.cli import exit_on_user_error
 from xtask_mt.engine.sweep_job import run_training_job
-from xtask_mt.entry import exit_on_user_error
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from common import emit, machine, parse, peak_memory_gb
 
-from xtask_mt.engine.training import train
-from xtask_mt.factory import resolve_device
+from xtask_mt.config.build import resolve_device
+from xtask_mt.engine.trainer import train
 
 
 def main() -> None:

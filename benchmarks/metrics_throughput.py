@@ -1,13 +1,14 @@
-"""Milliseconds per validation batch of the metric update, checked against brute force.
+"""Milliseconds per validation batch of the metric update, checked against brute force,
+beside the model's forward pass on the same batch.
 
     python benchmarks/metrics_throughput.py dataset.height=128 dataset.width=256
 
 Random predictions and targets of the config's batch size, image size and class count
-(with ignored labels and invalid depth) go through MultiTaskMetrics.update; the figures it
-computes are compared with a plain per-image, per-class computation. The predictions are in
-the memory layout the config's model gives (channels-last with trainer.channels_last=true,
-the default). On CPU the update runs in the fused numba kernels unless `--tensor-ops 1`
-asks for the tensor-op form that GPUs use. Prints JSON.
+(with ignored labels and invalid depth) go through the config's metric accumulators; the
+figures they compute are compared with a plain per-image, per-class computation. The
+predictions are in the memory layout the config's model gives (channels-last with
+trainer.channels_last=true, the default). `--forward-passes N` also times N forward passes
+of the config's model in evaluation mode, to set the update against. Prints JSON.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import numpy as np
 import torch
 from common import emit, machine, median, parse, timed
 
-from xtask_mt.data.sample import IGNORE_INDEX
-from xtask_mt.engine.host_memory import configure_host_memory
-from xtask_mt.factory import resolve_device
-from xtask_mt.metrics import DELTA_THRESHOLDS, MultiTaskMetrics
+from xtask_mt.config.build import build_metrics, build_model, resolve_device
+from xtask_mt.metrics import DELTA_THRESHOLDS
+from xtask_mt.runtime.host_memory import configure_host_memory
+from xtask_mt.runtime.precision import StepOptions
+from xtask_mt.sample import IGNORE_INDEX
 
 
 def random_batch(n: int, c: int, h: int, w: int, gen: torch.Generator, device: torch.device,
@@ -32,8 +34,8 @@ def random_batch(n: int, c: int, h: int, w: int, gen: torch.Generator, device: t
     batch = {"seg": seg, "depth": depth * mask, "depth_mask": mask}
     out = {"seg": torch.randn(n, c, h, w, generator=gen),
            "depth": depth + 0.1 * torch.randn(n, 1, h, w, generator=gen),
-           "tdepth": torch.rand(n, 1, h, w, generator=gen),
-           "tseg": torch.randn(n, c, h, w, generator=gen)}
+           "seg_to_depth": torch.rand(n, 1, h, w, generator=gen),
+           "depth_to_seg": torch.randn(n, c, h, w, generator=gen)}
     if channels_last:  # the layout a channels-last model emits its outputs in
         out = {k: v.contiguous(memory_format=torch.channels_last) for k, v in out.items()}
     move = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
@@ -69,9 +71,9 @@ def brute_force(batches: list[tuple[dict, dict]], c: int) -> dict[str, float]:
         err, rel, sq, count = err + e.sum(), rel + (e / t).sum(), sq + (e**2).sum(), count + e.size
         ratio = np.maximum(np.maximum(p, 1e-6) / t, t / np.maximum(p, 1e-6))
         deltas += [np.sum(ratio < th) for th in DELTA_THRESHOLDS]
-        t_abs += np.abs(out["tdepth"].cpu().double().numpy()[m] - p).sum()
+        t_abs += np.abs(out["seg_to_depth"].cpu().double().numpy()[m] - p).sum()
         valid = target != IGNORE_INDEX
-        agree += np.sum((out["tseg"].argmax(1).cpu().numpy() == pred) & valid)
+        agree += np.sum((out["depth_to_seg"].argmax(1).cpu().numpy() == pred) & valid)
         labelled += valid.sum()
     tp = np.diag(conf)
     union = conf.sum(0) + conf.sum(1) - tp
@@ -81,13 +83,32 @@ def brute_force(batches: list[tuple[dict, dict]], c: int) -> dict[str, float]:
             "miou_legacy": float(np.mean(image_mious)), "pixacc_legacy": float(np.mean(image_accs)),
             "abs_err": err / count, "abs_rel": rel / count, "rmse": float(np.sqrt(sq / count)),
             **{f"delta{k + 1}": float(deltas[k] / count) for k in range(3)},
-            "consistency_depth_abs": t_abs / count, "consistency_seg_agree": agree / labelled}
+            "consistency_seg_to_depth": t_abs / count,
+            "consistency_depth_to_seg": agree / labelled}
+
+
+@torch.no_grad()
+def forward_ms(cfg, c: int, device: torch.device, passes: int) -> dict[str, float]:
+    """Median ms of the config's model's forward pass (evaluation mode) on one batch."""
+    if passes < 1:
+        return {}
+    options = StepOptions(device, channels_last=bool(cfg.trainer.channels_last))
+    model = build_model(cfg, c).to(device)
+    if options.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.eval()
+    d = cfg.dataset
+    image = options.image(torch.randn(int(d.batch_size), 3, int(d.height), int(d.width),
+                                      device=device))
+    model(image)  # one-time allocations
+    times = [timed(lambda: model(image), device)[1] for _ in range(passes)]
+    return {"forward_ms_median": 1000 * median(times)}
 
 
 def main() -> None:
     args, cfg = parse(__doc__.splitlines()[0], batches=(int, 50, "timed batches"),
                       check_batches=(int, 3, "batches compared with brute force"),
-                      tensor_ops=(int, 0, "1: tensor ops even on CPU, not the fused kernels"))
+                      forward_passes=(int, 0, "forward passes of the model timed beside"))
     device = resolve_device(str(cfg.trainer.device))
     configure_host_memory(device, cfg.trainer)  # as the training and evaluation processes do
     d = cfg.dataset
@@ -96,14 +117,14 @@ def main() -> None:
     data = [random_batch(n, c, h, w, gen, device, bool(cfg.trainer.channels_last))
             for _ in range(max(args.check_batches, 1))]
 
-    metrics = MultiTaskMetrics(c, device=device, fused=False if args.tensor_ops else None)
+    metrics = build_metrics(cfg, c, device)
     for out, batch in data:
         metrics.update(out, batch)
     fast = metrics.compute()
     slow = brute_force(data[:args.check_batches], c)
     differences = {k: abs(fast[k] - v) for k, v in slow.items()}
 
-    metrics.reset()
+    metrics = build_metrics(cfg, c, device)
     times = []
     for i in range(args.batches + 1):
         out, batch = data[i % len(data)]
@@ -112,8 +133,9 @@ def main() -> None:
             times.append(seconds)
     emit({"benchmark": "metrics_throughput", "overrides": args.overrides,
           "batch_size": n, "image_size": [h, w], "num_classes": c,
-          "channels_last": bool(cfg.trainer.channels_last), "fused_kernels": metrics.fused,
+          "channels_last": bool(cfg.trainer.channels_last),
           "update_ms_median": 1000 * median(times), "update_ms_min": 1000 * min(times),
+          **forward_ms(cfg, c, device, args.forward_passes),
           "batches": args.batches, "max_abs_difference_vs_brute_force": max(differences.values()),
           "matches_brute_force": all(v < 1e-9 for v in differences.values()),
           "machine": machine(device)})

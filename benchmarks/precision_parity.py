@@ -19,8 +19,8 @@ from pathlib import Path
 
 from common import emit, machine, parse
 
-from xtask_mt.engine.training import train
-from xtask_mt.factory import resolve_device
+from xtask_mt.config.build import resolve_device
+from xtask_mt.engine.trainer import train
 
 FIGURES = ("val/miou", "val/pixacc", "val/abs_err")
 

@@ -4,30 +4,39 @@
         dataset.width=256 weighting=uncertainty trainer.precision=bf16-mixed
 
 Prints JSON: median s/step and images/s of the step, the median of each phase, images/s of
-the data pipeline alone, and peak memory. The step is the one train_one_epoch runs.
+the data pipeline alone, and peak memory. The step is the training loop's own
+(engine.step.train_step).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
+from collections.abc import Iterator
 
 import torch
 from common import emit, machine, median, parse, peak_memory_gb, sync, timed
 
-from xtask_mt.engine.host_memory import configure_host_memory
-from xtask_mt.engine.loops import to_device
-from xtask_mt.engine.precision import StepOptions, maybe_compile, precision_name, to_channels_last
-from xtask_mt.factory import (
-    build_criterion,
+from xtask_mt.config.build import (
     build_dataset,
     build_loader,
     build_model,
+    build_objective,
     build_optimizer,
     build_weighting,
     resolve_device,
     seed_everything,
 )
+from xtask_mt.engine.step import TrainingParts, train_step
+from xtask_mt.runtime.host_memory import configure_host_memory
+from xtask_mt.runtime.precision import (
+    StepOptions,
+    maybe_compile,
+    precision_name,
+    to_channels_last,
+)
+from xtask_mt.sample import to_device
 
 
 def batches(loader):
@@ -35,6 +44,22 @@ def batches(loader):
     for epoch in itertools.count():
         loader.sampler.set_epoch(epoch)
         yield from loader
+
+
+class PhaseTimes:
+    """Seconds of each phase of the last step, for train_step's `timer`."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        sync(self.device)
+        start = time.perf_counter()
+        yield
+        sync(self.device)
+        self.seconds[phase] = time.perf_counter() - start
 
 
 def main() -> None:
@@ -51,46 +76,27 @@ def main() -> None:
     model = to_channels_last(build_model(cfg, dataset.num_classes).to(device),
                              options.channels_last)
     runner = maybe_compile(model, bool(t.compile), str(t.get("compile_backend", "inductor")))
-    criterion = build_criterion(cfg)
-    weighting = build_weighting(cfg, model).to(device)
-    optimizer = build_optimizer(cfg, model, weighting)
-    scaler = options.grad_scaler()
-    model.train()
+    weighting = build_weighting(cfg, model.tasks).to(device)
+    parts = TrainingParts(runner, model, build_objective(cfg), weighting,
+                          build_optimizer(cfg, model, weighting), options, options.grad_scaler())
+    runner.train()
     weighting.train()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
     phases: dict[str, list[float]] = {"data": [], "forward_loss": [], "backward": [],
                                       "optimizer": [], "step": []}
+    timer = PhaseTimes(device)
     stream = batches(loader)
     for i in range(args.warmup + args.steps):
         start = time.perf_counter()
         batch, data_s = timed(lambda: to_device(next(stream), device), device)
-        optimizer.zero_grad(set_to_none=True)
-
-        def forward(batch=batch):
-            with options.autocast():
-                out = runner(options.image(batch["image"]))
-            return weighting.combine(criterion(out, batch).tasks)
-
-        total, forward_s = timed(forward, device)
-        scaled = scaler.scale(total) if scaler else total
-        _, backward_s = timed(scaled.backward, device)
-
-        def step():
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            weighting.after_step()
-
-        _, optimizer_s = timed(step, device)
+        result = train_step(parts, batch, i, timer=timer)
         sync(device)
         if i >= args.warmup:
-            for key, value in zip(phases, (data_s, forward_s, backward_s, optimizer_s,
-                                           time.perf_counter() - start), strict=True):
-                phases[key].append(value)
+            timer.seconds.update(data=data_s, step=time.perf_counter() - start)
+            for key in phases:
+                phases[key].append(timer.seconds[key])
     memory = peak_memory_gb(device)
 
     data_times = []
@@ -112,7 +118,7 @@ def main() -> None:
         "images_per_s": batch_size / step_s,
         "phases_s_median": {k: median(v) for k, v in phases.items() if k != "step"},
         "data_pipeline_images_per_s": batch_size / median(data_times),
-        "final_loss": float(total.detach()),
+        "final_loss": float(result.total.detach()),
         **memory,
         "machine": machine(device),
     })

@@ -6,3 +6,7 @@ Entry points print these as one line without a traceback and exit non-zero.
 
 class UserError(Exception):
     """Bad input: the message says what is wrong, where, and what to do."""
+
+
+class ConfigError(UserError):
+    """A config value outside its accepted range or choices."""

@@ -14,10 +14,10 @@ from torch.utils.data import Dataset
 
 from xtask_mt.data.cache import PreparedSplit, prepare
 from xtask_mt.data.files import DatasetError
-from xtask_mt.data.sample import make_sample
+from xtask_mt.data.splits import BENCHMARK_SPLITS
+from xtask_mt.sample import make_sample
 
 Frame = dict[str, np.ndarray]
-SPLITS = ("train", "val")
 
 
 class FrameDataset(Dataset, ABC):
@@ -36,8 +36,8 @@ class FrameDataset(Dataset, ABC):
     def __init__(self, root: str | Path, split: str, height: int, width: int,
                  class_names: Sequence[str], transform: Callable[[Frame], Frame] | None = None,
                  cache_dir: str | Path | None = None, progress: bool = True) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if split not in BENCHMARK_SPLITS:
+            raise ValueError(f"split must be one of {BENCHMARK_SPLITS}, got {split!r}")
         if height < 1 or width < 1:
             raise ValueError(f"height and width must be positive, got {height}x{width}")
         self.root, self.split = Path(root), split

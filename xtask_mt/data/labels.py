@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from cityscapesscripts.helpers.labels import labels as _CITYSCAPES_LABELS
 
-from xtask_mt.data.sample import IGNORE_INDEX
+from xtask_mt.sample import IGNORE_INDEX
 
 UNKNOWN = -2  # lookup-table value of an 8-bit label that is not an official id
 

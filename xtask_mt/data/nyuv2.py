@@ -22,8 +22,8 @@ from xtask_mt.data.files import (
 )
 from xtask_mt.data.frames import Frame, FrameDataset
 from xtask_mt.data.labels import NYUV2_CLASS_NAMES
-from xtask_mt.data.sample import IGNORE_INDEX
 from xtask_mt.data.transforms import resize_nearest
+from xtask_mt.sample import IGNORE_INDEX
 
 DOWNLOAD_HINT = ("Get the preprocessed NYUv2 (train/ and val/ folders of image, label and "
                  "depth .npy files, as distributed with MTAN: github.com/lorenmt/mtan) and "

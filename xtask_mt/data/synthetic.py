@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from xtask_mt.data.sample import IGNORE_INDEX, make_sample
+from xtask_mt.data.splits import TEST, TRAIN, VAL
+from xtask_mt.sample import IGNORE_INDEX, make_sample
 
 CLASS_NAMES: tuple[str, ...] = (
     "flat", "construction", "object", "nature", "sky", "human", "vehicle",
@@ -23,7 +24,7 @@ CLASS_NAMES: tuple[str, ...] = (
 FLAT, CONSTRUCTION, OBJECT, NATURE, SKY, HUMAN, VEHICLE = range(7)
 MAX_DEPTH = 20.0
 _HAZE = np.array([0.75, 0.78, 0.82], dtype=np.float32)
-_SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+_SPLIT_IDS = {TRAIN: 0, VAL: 1, TEST: 2}
 
 
 class _Canvas:

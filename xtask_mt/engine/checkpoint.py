@@ -1,7 +1,9 @@
-"""Atomic checkpoint files, loaded with weights_only=True, checked against the model."""
+"""Atomic checkpoint and JSON files; checkpoints are loaded with weights_only=True and
+checked against the model they are loaded into."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import tempfile
@@ -41,6 +43,12 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         raise
 
 
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """`data` as indented JSON with sorted keys, written atomically."""
+    text = json.dumps(data, indent=2, sort_keys=True)
+    write_atomic(path, lambda f: f.write(text.encode()))
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write `payload` to `path` atomically (see write_atomic)."""
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}
@@ -68,6 +76,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 def check_model_spec(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
     """Refuse a checkpoint whose model description differs, naming the differing keys."""
+    saved = dict(saved)
+    if "model.transfer.enabled" in saved and "model.transfer.edges" not in saved:
+        # written before transfer nets became edges: the seed's two, when transfer was on
+        saved["model.transfer.edges"] = [["seg", "depth"], ["depth", "seg"]] \
+            if saved["model.transfer.enabled"] else []
     keys = sorted(set(saved) | set(current))
     diffs = [f"{k}: checkpoint={saved.get(k)!r}, config={current.get(k)!r}" for k in keys
              if saved.get(k) != current.get(k)]

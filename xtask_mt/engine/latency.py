@@ -44,7 +44,7 @@ def measure_latency(model: CrossTaskModel, height: int, width: int, batch_size: 
         raise ValueError(f"latency needs warmup >= 0, iters >= 1 and batch_size >= 1, got "
                          f"{warmup}, {iters}, {batch_size}")
     model.eval()
-    modes = {"direct": False, **({"with_transfer": True} if model.transfer else {})}
+    modes = {"direct": False, **({"with_transfer": True} if model.edges else {})}
     result: dict[str, dict[str, float]] = {}
     for mode, with_transfer in modes.items():
         one = torch.randn(1, 3, height, width, device=device)

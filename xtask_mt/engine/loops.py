@@ -1,9 +1,7 @@
-"""One training epoch and one evaluation pass; they know no dataset and no config."""
+"""One training epoch and one evaluation pass; they know no dataset, task and config."""
 
 from __future__ import annotations
 
-import logging
-import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -12,23 +10,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from xtask_mt.engine.distributed import all_reduce_sum_, any_process, average_gradients_
-from xtask_mt.engine.precision import StepOptions
-from xtask_mt.errors import UserError
-from xtask_mt.losses import CrossTaskLoss
-from xtask_mt.metrics import MultiTaskMetrics
-from xtask_mt.weighting import TaskWeighting
-
-log = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(UserError):
-    """A loss became NaN or inf; training stops rather than continue silently."""
-
-
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    non_blocking = device.type == "cuda"
-    return {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
+from xtask_mt.engine.step import TrainingParts, train_step
+from xtask_mt.losses import TaskObjective
+from xtask_mt.metrics import MetricCollection
+from xtask_mt.runtime.distributed import all_reduce_sum_, any_process
+from xtask_mt.runtime.precision import StepOptions
+from xtask_mt.sample import to_device
 
 
 class _Averages:
@@ -56,14 +43,18 @@ class _Averages:
         return {k: float(s / c) for k, s, c in zip(keys, sums, counts, strict=True)}
 
 
-def raise_non_finite(total: torch.Tensor, terms: dict[str, torch.Tensor], step: int) -> None:
-    """Raise NonFiniteLossError naming the step and the non-finite loss terms."""
-    values = {k: float(v.detach()) for k, v in terms.items()}
-    bad = [k for k, v in values.items() if not math.isfinite(v)]
-    described = ", ".join(f"{k} = {values[k]}" for k in bad) or "total (task weighting)"
-    raise NonFiniteLossError(
-        f"non-finite loss at training step {step}: {described}. Lower optimizer.lr or check the "
-        "data; the last good checkpoint is kept.")
+@dataclass
+class EpochSettings:
+    """How an epoch runs: `first_step` numbers its steps globally; `skip_steps` batches are
+    drawn but not trained on (resuming inside an epoch); `stop_requested` is polled after
+    every step, and when it turns true (on any process) the epoch ends early."""
+
+    description: str = "train"
+    first_step: int = 0
+    skip_steps: int = 0
+    skip_nonfinite: bool = False
+    progress_bar: bool = True
+    stop_requested: Callable[[], bool] = lambda: False
 
 
 @dataclass
@@ -76,92 +67,60 @@ class EpochResult:
     stopped: bool = False
 
 
-def train_one_epoch(model: nn.Module, loader: Iterable, criterion: CrossTaskLoss,
-                    weighting: TaskWeighting, optimizer: torch.optim.Optimizer,
-                    device: torch.device, first_step: int = 0, description: str = "train",
-                    progress_bar: bool = True, skip_steps: int = 0,
-                    skip_nonfinite: bool = False,
-                    stop_requested: Callable[[], bool] = lambda: False,
-                    options: StepOptions | None = None,
-                    scaler: torch.amp.GradScaler | None = None) -> EpochResult:
-    """Train for one pass over `loader` with one backward pass per step.
+def train_one_epoch(parts: TrainingParts, loader: Iterable,
+                    settings: EpochSettings | None = None) -> EpochResult:
+    """Train for one pass over `loader`, one train_step per batch.
 
-    `model` may be wrapped (DDP, torch.compile). The forward pass runs under the autocast of
-    `options`; losses are computed outside it in fp32. `scaler` scales fp16 losses.
-    `skip_steps` batches are drawn but not trained on (resuming inside an epoch). A
-    non-finite loss raises NonFiniteLossError, or with `skip_nonfinite` skips the batch.
-    `stop_requested` is polled after every step; when it turns true (on any process) the
-    epoch ends early. Stats: mean loss terms (`loss_*`), task losses (`task_*`), total.
+    Stats: mean loss terms (`loss_*`), task losses (`task_*`) and total over applied steps.
     """
-    options = options or StepOptions(device)
-    model.train()
-    weighting.train()
+    s = settings or EpochSettings()
+    parts.runner.train()
+    parts.weighting.train()
     averages = _Averages()
-    skipped = 0
-    steps_done = 0
-    bar = tqdm(loader, desc=description, leave=False, disable=not progress_bar,
+    skipped = steps_done = 0
+    bar = tqdm(loader, desc=s.description, leave=False, disable=not s.progress_bar,
                dynamic_ncols=True)
     for i, batch in enumerate(bar):
         steps_done = i + 1
-        if i < skip_steps:
+        if i < s.skip_steps:
             continue
-        batch = to_device(batch, device)
-        optimizer.zero_grad(set_to_none=True)
-        with options.autocast():
-            out = model(options.image(batch["image"]))
-        losses = criterion(out, batch)
-        total = weighting.combine(losses.tasks)
-        if any_process(not torch.isfinite(total)):
-            if not skip_nonfinite:
-                raise_non_finite(total, losses.terms, first_step + i)
-            skipped += 1
-            log.warning("skipping batch at step %d: non-finite loss", first_step + i)
-            optimizer.zero_grad(set_to_none=True)
+        result = train_step(parts, to_device(batch, parts.options.device), s.first_step + i,
+                            skip_nonfinite=s.skip_nonfinite)
+        if result.applied:
+            averages.add({**{f"loss_{k}": v for k, v in result.losses.terms.items()},
+                          **{f"task_{k}": v for k, v in result.losses.tasks.items()},
+                          "total": result.total})
+            if s.progress_bar:
+                bar.set_postfix(loss=f"{float(result.total.detach()):.4f}", refresh=False)
         else:
-            if scaler is None:
-                total.backward()
-                average_gradients_(weighting.parameters())
-                optimizer.step()
-            else:
-                scaler.scale(total).backward()
-                average_gradients_(weighting.parameters())
-                scaler.step(optimizer)
-                scaler.update()
-            weighting.after_step()
-            averages.add({**{f"loss_{k}": v for k, v in losses.terms.items()},
-                          **{f"task_{k}": v for k, v in losses.tasks.items()}, "total": total})
-            if progress_bar:
-                bar.set_postfix(loss=f"{float(total.detach()):.4f}", refresh=False)
-        if any_process(stop_requested()):
+            skipped += 1
+        if any_process(s.stop_requested()):
             return EpochResult(averages.result(), steps_done, skipped, stopped=True)
     return EpochResult(averages.result(), steps_done, skipped)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, criterion: CrossTaskLoss, num_classes: int,
-             device: torch.device, description: str = "val",
-             progress_bar: bool = True, options: StepOptions | None = None,
-             metrics: MultiTaskMetrics | None = None,
+def evaluate(model: nn.Module, loader: Iterable, objective: TaskObjective,
+             metrics: MetricCollection, options: StepOptions, description: str = "val",
+             progress_bar: bool = True,
              on_batch: Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor]], None]
              | None = None) -> dict[str, float]:
     """Metrics over the whole loader plus the mean loss terms (`loss_*`).
 
-    Pass `metrics` to read more from the accumulator afterwards (per-class IoU), and
-    `on_batch(batch, outputs)` to keep predictions or samples as they pass.
+    `metrics` is a fresh accumulator, which may be read further afterwards (per-class IoU);
+    `on_batch(batch, outputs)` sees each batch, e.g. to keep predictions or samples.
     Under DDP each process sees its shard of the set; the metric sums (confusion matrix,
     error sums, pixel counts) are added over processes before the figures are computed.
     """
-    options = options or StepOptions(device)
     model.eval()
-    metrics = metrics if metrics is not None else MultiTaskMetrics(num_classes, device=device)
     averages = _Averages()
     for batch in tqdm(loader, desc=description, leave=False, disable=not progress_bar,
                       dynamic_ncols=True):
-        batch = to_device(batch, device)
+        batch = to_device(batch, options.device)
         with options.autocast():
             out = model(options.image(batch["image"]))
         metrics.update(out, batch)
-        averages.add({f"loss_{k}": v for k, v in criterion(out, batch).terms.items()})
+        averages.add({f"loss_{k}": v for k, v in objective(out, batch).terms.items()})
         if on_batch is not None:
             on_batch(batch, out)
     all_reduce_sum_(metrics.state_tensors())

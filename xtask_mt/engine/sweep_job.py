@@ -15,9 +15,10 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from xtask_mt.engine.preemption import TrainingInterrupted
-from xtask_mt.engine.training import train, write_json_atomic
+from xtask_mt.engine.checkpoint import write_json_atomic
+from xtask_mt.engine.trainer import train
 from xtask_mt.errors import UserError
+from xtask_mt.runtime.preemption import TrainingInterrupted
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,8 @@
 
 from xtask_mt.models.decoder import UNetDecoder
 from xtask_mt.models.encoder import ENCODER_DEPTHS, ResNetEncoder
-from xtask_mt.models.multitask import CrossTaskModel
+from xtask_mt.models.multitask import CrossTaskModel, TransferEdge
 from xtask_mt.models.transfer import TaskTransferNet
 
-__all__ = ["ENCODER_DEPTHS", "CrossTaskModel", "ResNetEncoder", "TaskTransferNet", "UNetDecoder"]
+__all__ = ["ENCODER_DEPTHS", "CrossTaskModel", "ResNetEncoder", "TaskTransferNet", "TransferEdge",
+           "UNetDecoder"]

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from xtask_mt.weighting.base import TaskWeighting
+from xtask_mt.weighting.base import StepContext, TaskWeighting
 
 
 class GradNormWeighting(TaskWeighting):
@@ -18,33 +18,39 @@ class GradNormWeighting(TaskWeighting):
     L_i(0) is taken on the first training step only and stored in the state dict. The
     network is trained on sum_i w_i L_i with w detached; w gets its gradient from the
     GradNorm loss alone, and is renormalised to sum to the number of tasks after each step.
+    W is the shared encoder's last layer (StepContext.last_shared_parameters). Its weight
+    gradient bypasses a loss scaler, so it does not run under fp16.
     """
 
-    def __init__(self, tasks: Sequence[str], shared_parameters: Sequence[nn.Parameter],
-                 asymmetry: float = 1.5) -> None:
+    supports_grad_scaler = False
+
+    def __init__(self, tasks: Sequence[str], asymmetry: float = 1.5) -> None:
         super().__init__(tasks)
-        if not shared_parameters:
-            raise ValueError("GradNorm needs the shared layer's parameters")
-        self.shared_parameters = list(shared_parameters)
+        if not asymmetry >= 0:
+            raise ValueError(f"GradNorm asymmetry must be a number >= 0, got {asymmetry}")
         self.asymmetry = float(asymmetry)
         self.weights = nn.Parameter(torch.ones(len(self.tasks)))
         self.register_buffer("initial_losses", torch.zeros(len(self.tasks)))
         self.register_buffer("initialised", torch.tensor(False))
 
     def combine(self, losses: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        stacked = self.stack(losses)
-        if self.training and torch.is_grad_enabled():
-            self._set_weight_gradient(stacked)
-        return (self.weights.detach() * stacked).sum()
+        return (self.weights.detach() * self.stack(losses)).sum()
 
-    def _set_weight_gradient(self, stacked: torch.Tensor) -> None:
+    def backward(self, losses: Mapping[str, torch.Tensor], ctx: StepContext) -> torch.Tensor:
+        if not ctx.last_shared_parameters:
+            raise ValueError("GradNorm needs the shared layer's parameters")
+        self._set_weight_gradient(self.stack(losses), ctx.last_shared_parameters)
+        return super().backward(losses, ctx)
+
+    def _set_weight_gradient(self, stacked: torch.Tensor,
+                             shared: Sequence[nn.Parameter]) -> None:
         detached = stacked.detach()
         if not bool(self.initialised):
             self.initial_losses.copy_(detached)
             self.initialised.fill_(True)
         norms = []
         for loss in stacked:
-            grads = torch.autograd.grad(loss, self.shared_parameters, retain_graph=True,
+            grads = torch.autograd.grad(loss, list(shared), retain_graph=True,
                                         allow_unused=True)
             flat = torch.cat([g.reshape(-1) for g in grads if g is not None])
             norms.append(flat.float().norm())

@@ -1,0 +1,103 @@
+"""Every ready sweep in sweeps/ composes into valid training configs, value by value."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers.config import CONF_DIR, ROOT, compose_config
+from hydra import compose, initialize_config_dir
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+SWEEPS = ROOT / "sweeps"
+HYDRA_SWEEPS = sorted(p.stem for p in SWEEPS.glob("*.yaml"))
+WANDB_SPECS = sorted((SWEEPS / "wandb_agent").glob("*.yaml"))
+
+
+def compose_sweep(name: str, overrides: list[str] = (), hydra: bool = False) -> DictConfig:
+    """What `python train.py -cd sweeps -cn <name> <overrides>` composes."""
+    with initialize_config_dir(config_dir=str(SWEEPS), version_base="1.3"):
+        return compose(config_name=name, return_hydra_config=hydra,
+                       overrides=[f"hydra.searchpath=[file://{CONF_DIR}]", *overrides])
+
+
+def sweep_values(spec: str) -> list[str]:
+    """Values of one Hydra sweep parameter: `a,b,c` or Optuna's `tag(log, interval(lo, hi))`."""
+    if spec.startswith("tag(") or spec.startswith("interval("):
+        lo, hi = spec[spec.index("interval(") + 9:].rstrip(")").split(",")
+        return [lo.strip(), hi.strip()]
+    return [v.strip() for v in spec.split(",")]
+
+
+def test_sweeps_exist() -> None:
+    assert {"alpha_gamma", "loss_functions", "weighting", "optuna_alpha_gamma"} <= set(
+        HYDRA_SWEEPS)
+    assert WANDB_SPECS
+
+
+@pytest.mark.parametrize("name", HYDRA_SWEEPS)
+def test_hydra_sweep_composes_for_every_value(name: str) -> None:
+    hydra_cfg = compose_sweep(name, hydra=True).hydra
+    assert hydra_cfg.mode == RunMode.MULTIRUN
+    assert f"/{name}/" in hydra_cfg.sweep.dir
+    params = {k: sweep_values(str(v)) for k, v in hydra_cfg.sweeper.params.items()}
+    assert params
+    for key, values in params.items():
+        for value in values:
+            node = compose_sweep(name, [f"{key}={value}"])
+            for part in key.replace("/", ".").split("."):
+                node = node[part]
+            got = node.name if isinstance(node, DictConfig) else node
+            assert str(got) == value or float(got) == float(value), (key, got, value)
+    # a sweep changes only what it sweeps, never the training settings
+    assert compose_sweep(name) == compose_config()
+
+
+def test_optuna_search_follows_the_monitor() -> None:
+    cfg = compose_sweep("optuna_alpha_gamma", hydra=True)
+    sweeper = cfg.hydra.sweeper
+    assert "optuna" in sweeper._target_.lower() and sweeper.direction == "maximize"
+    assert cfg.trainer.monitor == "val/miou"
+    flipped = compose_sweep("optuna_alpha_gamma", ["trainer.monitor=val/abs_err",
+                                                   "trainer.monitor_mode=min"], hydra=True)
+    assert flipped.hydra.sweeper.direction == "minimize"
+    for key in ("loss.alpha", "loss.gamma"):
+        assert sweeper.params[key].startswith("tag(log, interval(")
+    # the same search from the main config
+    main = compose_config(["hparams_search=optuna"])
+    assert main.loss == cfg.loss
+
+
+@pytest.mark.parametrize("launcher", ["local_parallel", "slurm", "submitit_local", "joblib"])
+def test_launchers_compose(launcher: str) -> None:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"hydra/launcher={launcher}"],
+                      return_hydra_config=True)
+    target = cfg.hydra.launcher._target_
+    assert ("joblib" if launcher in ("local_parallel", "joblib") else "submitit") in target.lower()
+    if launcher == "slurm":
+        assert "SlurmLauncher" in target and cfg.hydra.launcher.gpus_per_node == 1
+
+
+@pytest.mark.parametrize("spec_path", WANDB_SPECS, ids=lambda p: p.name)
+def test_wandb_sweep_spec_drives_train_py(spec_path: Path) -> None:
+    spec = yaml.safe_load(spec_path.read_text())
+    assert (ROOT / spec["program"]).is_file()
+    command = spec["command"]
+    assert "${args_no_hyphens}" in command and "${program}" in command
+    fixed = [c for c in command[command.index("${args_no_hyphens}") + 1:]]
+    assert spec["metric"]["name"] == "best/" + compose_config().trainer.monitor
+    choices = {}
+    for key, param in spec["parameters"].items():
+        if "values" in param:
+            choices[key] = [str(v) for v in param["values"]]
+        else:
+            choices[key] = [str(param["min"]), str(param["max"])]
+    for combo in itertools.product(*choices.values()):
+        # what the agent runs: python train.py key=value ... plus the command's fixed args
+        args = [f"{k}={v}" for k, v in zip(choices, combo, strict=True)] + fixed
+        cfg = compose_config(args)
+        assert cfg.logger.name == "wandb"

@@ -1,0 +1,118 @@
+"""Real sweeps through train.py -m: W&B runs per job, failures, resuming, Optuna, joblib."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers.config import ROOT
+from helpers.sweep_settings import tiny_overrides
+from helpers.wandb_files import offline_runs
+from omegaconf import OmegaConf
+
+from xtask_mt.reports.sweep import load_sweep, write_report
+
+pytestmark = pytest.mark.slow
+
+
+def run_train(*args: str) -> subprocess.CompletedProcess:
+    # one thread per job: tiny models gain nothing from more, and jobs share the CPU
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline",
+           "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def metrics(job: Path) -> dict:
+    return json.loads((job / "metrics.json").read_text())
+
+
+def test_alpha_gamma_grid_with_wandb_and_report(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    done = run_train("-m", *tiny_overrides(logger="wandb", **{"logger.mode": "offline",
+                     "logger.samples": 0}), "loss.alpha=0,0.1", "loss.gamma=0,0.1",
+                     f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    jobs = [sweep / str(i) for i in range(4)]
+    runs = []
+    for job in jobs:
+        (run,) = offline_runs(job)  # one W&B run per job, inside the job's output dir
+        runs.append(run)
+        assert run.exit_code == 0
+        saved = OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "config.yaml"),
+                                       resolve=True)
+        assert {k: v for k, v in run.config.items() if k != "_wandb"} == saved
+        rows = [r for r in run.history if "val/miou" in r]
+        assert [r["epoch"] for r in rows] == [1]
+        assert rows[0]["val/miou"] == pytest.approx(metrics(job)["final"]["val/miou"])
+    assert len({r.group for r in runs}) == 1 and runs[0].group.endswith("sweep")
+    assert len({r.name for r in runs}) == 4
+    grid = {(r.config["loss"]["alpha"], r.config["loss"]["gamma"]) for r in runs}
+    assert grid == {(0, 0), (0, 0.1), (0.1, 0), (0.1, 0.1)}
+    for run in runs:
+        assert f"loss.alpha={run.config['loss']['alpha']}" in run.name
+
+    written = write_report(sweep)
+    records = {r.job: r for r in load_sweep(sweep)}
+    assert sorted(records) == ["0", "1", "2", "3"]
+    for job in jobs:
+        record = records[job.name]
+        assert record.status == "finished"
+        assert record.best == metrics(job)["best"] and record.final == metrics(job)["final"]
+    md = written["markdown"].read_text()
+    assert md.count("| finished |") == 4 and "heatmap" in written
+
+
+def test_failed_job_is_visible_and_a_rerun_skips_finished_jobs(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    args = ["-m", *tiny_overrides(logger="wandb", **{"logger.mode": "offline",
+            "logger.samples": 0, "dataset.num_workers": 1}),
+            "trainer.monitor=val/miou,val/not_a_metric", f"hydra.sweep.dir={sweep}"]
+    first = run_train(*args, "hydra/launcher=local_parallel")  # two jobs in parallel (joblib)
+    assert first.returncode != 0 and "val/not_a_metric" in first.stderr
+    good, bad = sweep / "0", sweep / "1"
+
+    assert json.loads((good / "job.json").read_text())["status"] == "finished"
+    assert "using dataset.num_workers=0 instead of 1" in (good / "train.log").read_text()
+    assert (good / "checkpoints" / "best.pt").is_file() and "val/miou" in metrics(good)["best"]
+    (good_run,) = offline_runs(good)
+    assert good_run.exit_code == 0
+    failed = json.loads((bad / "job.json").read_text())
+    assert failed["status"] == "failed" and "val/not_a_metric" in failed["error"]
+    assert not (bad / "metrics.json").exists()
+    (bad_run,) = offline_runs(bad)
+    assert bad_run.exit_code not in (0, None)
+
+    md = write_report(sweep)["markdown"].read_text()
+    assert "| failed |" in md and "| finished |" in md
+
+    kept = {p: p.stat().st_mtime_ns for p in (good / "metrics.json",
+                                               good / "checkpoints" / "last.pt")}
+    # the same sweep again (the sweep dir names it; the launcher may change): the finished
+    # job is skipped, the failed one runs again
+    second = run_train(*args)
+    assert second.returncode != 0
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
+    assert len(offline_runs(good)) == 1 and len(offline_runs(bad)) == 2
+    assert "already finished (metrics.json present): skipped" in (good / "train.log").read_text()
+
+
+def test_optuna_search_returns_the_best_trial(tmp_path: Path) -> None:
+    sweep = tmp_path / "optuna"
+    done = run_train("-cd", "sweeps", "-cn", "optuna_alpha_gamma", *tiny_overrides(),
+                     "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = [sweep / "0", sweep / "1"]
+    values = [metrics(t)["best"]["val/miou"] for t in trials]
+    result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert result["best_value"] == pytest.approx(max(values))
+    alphas = [yaml.safe_load((t / ".hydra" / "config.yaml").read_text())["loss"]["alpha"]
+              for t in trials]
+    assert alphas[0] != alphas[1] and all(1e-5 <= a <= 0.3 for a in alphas)
+    assert 1e-5 <= result["best_params"]["loss.alpha"] <= 0.3

@@ -1,0 +1,158 @@
+"""Interrupted training resumes without loss: SIGKILL mid-epoch, SIGTERM, bad checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from helpers.config import ROOT, TINY, compose_config
+
+from xtask_mt.engine.checkpoint import CheckpointError, load_checkpoint
+from xtask_mt.engine.trainer import train
+
+RUN = TINY + ["trainer.epochs=3", "dataset.train_size=24", "dataset.val_size=4"]
+
+
+def _command(run_dir: Path) -> list[str]:
+    return [sys.executable, "train.py", *RUN, f"hydra.run.dir={run_dir}"]
+
+
+def _start_and_signal(run_dir: Path, sig: int, delay: float) -> subprocess.Popen:
+    """Start a run, wait for its first checkpoint (epoch 1 done), then signal it in epoch 2."""
+    proc = subprocess.Popen(_command(run_dir), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    last = run_dir / "checkpoints" / "last.pt"
+    deadline = time.time() + 240
+    while not last.exists():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    time.sleep(delay)
+    proc.send_signal(sig)
+    return proc
+
+
+def _finish(run_dir: Path) -> dict:
+    result = subprocess.run(_command(run_dir), cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    return _finish(tmp_path_factory.mktemp("uninterrupted"))
+
+
+def _assert_same_metrics(got: dict, expected: dict) -> None:
+    assert got["final"].keys() == expected["final"].keys()
+    for key, value in expected["final"].items():
+        assert got["final"][key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+    assert got["best_epoch"] == expected["best_epoch"]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, uninterrupted):
+    proc = _start_and_signal(tmp_path, signal.SIGKILL, delay=0.1)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    done_before = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"]
+    assert 1 <= done_before < 3
+    resumed = _finish(tmp_path)
+    assert resumed["epochs_run"] == list(range(done_before + 1, 4))  # no epoch trained twice
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    _assert_same_metrics(resumed, uninterrupted)
+
+
+@pytest.mark.slow
+def test_sigterm_writes_resumable_checkpoint_and_exits_cleanly(tmp_path, uninterrupted):
+    proc = _start_and_signal(tmp_path, signal.SIGTERM, delay=0.05)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "stopped by SIGTERM" in stderr and "Traceback" not in stderr
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert state["epoch"] < 3  # stopped early, inside epoch 2 or right after epoch 1
+    resumed = _finish(tmp_path)
+    _assert_same_metrics(resumed, uninterrupted)
+
+
+def test_stop_signal_inside_an_epoch_resumes_at_that_step(tmp_path, monkeypatch):
+    """In-process: SIGTERM arrives at step 2 of epoch 2; the checkpoint records the step and
+    the resumed run ends exactly where an uninterrupted one does."""
+    from xtask_mt.losses import TaskObjective
+    from xtask_mt.runtime.preemption import TrainingInterrupted
+
+    overrides = TINY + ["trainer.epochs=2", "dataset.train_size=16", "dataset.val_size=4"]
+    expected = train(compose_config(overrides), tmp_path / "plain")
+    original = TaskObjective.__call__
+    calls = {"n": 0}
+
+    def signalling(self, out, batch):
+        if out["seg"].requires_grad:
+            calls["n"] += 1
+            if calls["n"] == 6:  # 4 steps per epoch: the 2nd step of epoch 2
+                os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, out, batch)
+
+    monkeypatch.setattr(TaskObjective, "__call__", signalling)
+    with pytest.raises(TrainingInterrupted, match="in epoch 2 after step 2/4"):
+        train(compose_config(overrides), tmp_path / "stopped")
+    state = load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")
+    assert (state["epoch"], state["progress"]["step_in_epoch"]) == (1, 2)
+    monkeypatch.setattr(TaskObjective, "__call__", original)
+    resumed = train(compose_config(overrides), tmp_path / "stopped")
+    _assert_same_metrics(resumed, expected)
+
+
+def test_resume_refuses_checkpoint_of_another_model(tmp_path):
+    train(compose_config(TINY), tmp_path)
+    other = compose_config(TINY + ["model.transfer.wider=true", "trainer.epochs=2"])
+    with pytest.raises(CheckpointError, match=r"model.transfer.wider: checkpoint=False, "
+                                              r"config=True"):
+        train(other, tmp_path)
+
+
+def test_resume_reports_truncated_checkpoint_by_path(tmp_path):
+    train(compose_config(TINY), tmp_path)
+    last = tmp_path / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=str(last)):
+        train(compose_config(TINY + ["trainer.epochs=2"]), tmp_path)
+
+
+def test_resume_from_explicit_path_and_missing_path(tmp_path):
+    train(compose_config(TINY), tmp_path / "a")
+    ckpt = tmp_path / "a" / "checkpoints" / "last.pt"
+    summary = train(compose_config(TINY + ["trainer.epochs=2", f"trainer.resume={ckpt}"]),
+                    tmp_path / "b")
+    assert summary["epochs_run"] == [2]
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        train(compose_config(TINY + [f"trainer.resume={tmp_path / 'nope.pt'}"]), tmp_path / "c")
+
+
+def test_skip_nonfinite_counts_batches_and_keeps_training(tmp_path, monkeypatch):
+    from xtask_mt.losses import TaskObjective
+
+    original = TaskObjective.__call__
+    calls = {"n": 0}
+
+    def poisoned(self, out, batch):
+        result = original(self, out, batch)
+        if out["seg"].requires_grad:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                result.tasks["seg"] = result.tasks["seg"] * float("inf")
+        return result
+
+    monkeypatch.setattr(TaskObjective, "__call__", poisoned)
+    summary = train(compose_config(TINY + ["trainer.skip_nonfinite=true"]), tmp_path)
+    assert summary["skipped_nonfinite"] == 1
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())

@@ -1,0 +1,145 @@
+"""The W&B tracker in offline mode, read back from the files W&B wrote (no network)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from helpers.config import compose_config
+from helpers.sweep_settings import tiny_overrides
+from helpers.wandb_files import offline_runs
+from omegaconf import OmegaConf
+
+from xtask_mt.engine import trainer as training
+from xtask_mt.tracking import Tracker, build_tracker
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models train several times faster on one thread when the CPU is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+def wandb_cfg(**changes: object):
+    return compose_config(tiny_overrides(**{"logger": "wandb", "logger.mode": "offline",
+                                            **changes}))
+
+
+def test_training_run_is_logged_and_resumable(tmp_path, offline) -> None:
+    cfg = wandb_cfg(logger__samples=1, logger__group="unit", logger__tags="[a,b]")
+    training.train(cfg, tmp_path / "job")
+
+    (run,) = offline_runs(tmp_path / "job")
+    assert run.exit_code == 0
+    assert run.name == "job" and run.group == "unit" and run.job_type == "train"
+    logged = {k: v for k, v in run.config.items() if k != "_wandb"}
+    assert logged == OmegaConf.to_container(cfg, resolve=True)
+    rows = [r for r in run.history if "val/miou" in r]
+    assert len(rows) == 1 and rows[0]["epoch"] == 1
+    for key in ("train/loss_seg", "train/loss_seg_to_depth", "train/task_depth", "train/weight_seg",
+                "train/lr", "val/abs_err"):
+        assert key in rows[0], key
+    (images,) = [r for r in run.history if "samples/seg_0/_type" in r]
+    assert images["epoch"] == 1 and images["samples/depth_0/_type"] == "image-file"
+    masks = {k.split("/")[3] for k in images if k.startswith("samples/seg_0/masks/")}
+    assert masks == {"direct", "depth_to_seg", "ground_truth"}
+    (files,) = (tmp_path / "job" / "wandb").glob("offline-run-*/files")
+    assert (files / images["samples/seg_0/path"]).is_file()
+    assert (files / images["samples/seg_0/masks/ground_truth/path"]).is_file()
+    assert run.summary["val/miou"] == {"max": rows[0]["val/miou"]}
+    assert run.summary["val/abs_err"] == {"min": rows[0]["val/abs_err"]}
+    assert run.summary["best/val/miou"] == rows[0]["val/miou"]
+
+    ckpt = torch.load(tmp_path / "job" / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["wandb_run_id"] == run.run_id
+
+    tracker = build_tracker(cfg, tmp_path / "resumed", resume_id=ckpt["wandb_run_id"])
+    tracker.log({"val/miou": 0.5}, step=2)
+    tracker.finish(0)
+    (resumed,) = offline_runs(tmp_path / "resumed")
+    assert resumed.run_id == run.run_id
+    assert [r["epoch"] for r in resumed.history if "val/miou" in r] == [2]
+
+
+
+def test_resumed_job_continues_the_same_run(tmp_path, offline) -> None:
+    """trainer.resume=auto hands the checkpoint's run id to W&B: one run, continued."""
+    training.train(wandb_cfg(trainer__epochs=1), tmp_path / "job")
+    training.train(wandb_cfg(trainer__epochs=2), tmp_path / "job")
+    first, second = offline_runs(tmp_path / "job")
+    assert second.run_id == first.run_id
+    assert [r["epoch"] for r in second.history if "val/miou" in r] == [2]
+
+def test_failing_training_marks_the_run_failed(tmp_path, offline, monkeypatch) -> None:
+    def broken_epoch(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(training, "train_one_epoch", broken_epoch)
+    with pytest.raises(RuntimeError, match="boom"):
+        training.train(wandb_cfg(), tmp_path)
+    (run,) = offline_runs(tmp_path)
+    assert run.exit_code not in (0, None)
+
+
+def test_wandb_that_cannot_start_never_stops_training(tmp_path, offline, monkeypatch,
+                                                       caplog) -> None:
+    import wandb
+
+    def unreachable(*args, **kwargs):
+        raise TimeoutError("no answer from W&B")
+
+    monkeypatch.setattr(wandb, "init", unreachable)
+    with caplog.at_level(logging.WARNING):
+        tracker = build_tracker(wandb_cfg(), tmp_path)
+    assert type(tracker) is Tracker
+    assert "W&B could not start (TimeoutError" in caplog.text
+
+
+def test_disabled_mode_and_bad_mode(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert type(build_tracker(wandb_cfg(logger__mode="disabled"), tmp_path)) is Tracker
+    with pytest.raises(ValueError, match="logger.mode or WANDB_MODE"):
+        build_tracker(wandb_cfg(logger__mode="ofline"), tmp_path)
+    assert not (tmp_path / "wandb").exists()
+
+
+class _BrokenRun:
+    """A run whose logging breaks mid-training (e.g. W&B's service died)."""
+
+    id, dir = "broken1", None
+
+    def __init__(self) -> None:
+        self.summary: dict = {}
+        self.exit_codes: list[int] = []
+
+    def define_metric(self, *args, **kwargs) -> None:
+        pass
+
+    def log(self, values: dict) -> None:
+        raise ConnectionError("service gone")
+
+    def finish(self, exit_code: int = 0) -> None:
+        self.exit_codes.append(exit_code)
+
+
+def test_wandb_failing_mid_run_warns_once(caplog) -> None:
+    from xtask_mt.tracking.wandb_run import WandbTracker
+
+    run = _BrokenRun()
+    tracker = WandbTracker(run, "val/miou", "max", samples=0)
+    with caplog.at_level(logging.WARNING):
+        for epoch in (1, 2, 3):
+            tracker.log({"val/miou": 0.1 * epoch}, step=epoch)
+    assert caplog.text.count("W&B log failed (ConnectionError") == 1
+    tracker.finish(1)
+    assert run.exit_codes == [1]

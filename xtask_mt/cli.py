@@ -1,0 +1,41 @@
+"""Helpers shared by the command-line entry points."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
+from xtask_mt.errors import UserError
+from xtask_mt.runtime.preemption import TrainingInterrupted
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def exit_on_user_error(func: F) -> F:
+    """Turn a UserError into one clear line on stderr and a non-zero exit, no traceback.
+
+    In a multirun the error is re-raised instead, so the launcher records the job as failed
+    and the sweep's other jobs carry on.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            if _in_multirun():
+                raise
+            print(f"error: {exc}", file=sys.stderr)
+            code = exc.exit_code if isinstance(exc, TrainingInterrupted) else 2
+            sys.exit(code)
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,1 @@
+"""From a composed Hydra config to objects (build) and the checks that run first (validate)."""

@@ -1,0 +1,247 @@
+"""The one place that turns a composed config into objects (datasets, model, losses, ...).
+
+Tasks come from the task registry and task weightings from their config's `_target_`, so
+adding either needs no edit here.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from xtask_mt.data.cityscapes import Cityscapes
+from xtask_mt.data.labels import NYUV2_CLASS_NAMES
+from xtask_mt.data.nyuv2 import NYUv2
+from xtask_mt.data.sampling import ShardSampler
+from xtask_mt.data.splits import BENCHMARK_SPLITS
+from xtask_mt.data.synthetic import SyntheticScenes
+from xtask_mt.data.transforms import FieldRule, TrainAugmentation, depth_scaling_for
+from xtask_mt.errors import ConfigError
+from xtask_mt.losses import ConsistencyTerm, TaskObjective
+from xtask_mt.metrics import MetricCollection
+from xtask_mt.models import CrossTaskModel, ResNetEncoder, TransferEdge
+from xtask_mt.tasks import edge_name, get_task
+from xtask_mt.weighting import TaskWeighting
+
+# keys of a weighting config that are not arguments of its class
+_WEIGHTING_SETTINGS = ("name", "lr")
+
+
+def build_dataset(cfg: DictConfig, split: str) -> Dataset:
+    """Dataset of `split` ('train', 'val', or 'test' where `dataset_splits` lists it)."""
+    d = cfg.dataset
+    if d.name == "synthetic":
+        size = {"train": d.train_size, "val": d.val_size}.get(split, d.get("test_size"))
+        return SyntheticScenes(split, size=size, height=d.height, width=d.width, seed=d.seed)
+    if d.name in ("cityscapes", "nyuv2"):
+        return _build_file_dataset(d, split, tuple(cfg.model.tasks))
+    raise ValueError(f"unknown dataset {d.name!r}")
+
+
+def _build_file_dataset(d: DictConfig, split: str, tasks: tuple[str, ...]) -> Dataset:
+    """Cityscapes or NYUv2, cached unless `dataset.cache=false`, augmented in training."""
+    root = Path(d.root)
+    cache_dir = (Path(d.cache_dir) if d.get("cache_dir") else root / "prepared") if d.cache \
+        else None
+    kind = Cityscapes if d.name == "cityscapes" else NYUv2
+    transform = None
+    if split == "train" and d.augment.enabled:
+        scaling = depth_scaling_for(kind.depth_target, bool(d.augment.legacy_depth_scaling))
+        rules: dict[str, FieldRule] = {}
+        for task in tasks:
+            rules.update(get_task(task).field_rules(scaling))
+        transform = TrainAugmentation(flip=bool(d.augment.flip), scales=list(d.augment.scales),
+                                      rules=rules)
+    common = {"transform": transform, "cache_dir": cache_dir, "height": int(d.height),
+              "width": int(d.width)}
+    if kind is Cityscapes:
+        return Cityscapes(root, split, num_classes=int(d.num_classes), **common)
+    if int(d.num_classes) != len(NYUV2_CLASS_NAMES):
+        raise ValueError(f"NYUv2 has 13 classes; got dataset.num_classes={d.num_classes}")
+    return NYUv2(root, split, **common)
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Give every DataLoader worker its own numpy/random stream derived from torch's seed."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_loader(cfg: DictConfig, dataset: Dataset, train: bool, rank: int = 0,
+                 world_size: int = 1, pin_memory: bool = False) -> DataLoader:
+    """DataLoader with seeded shuffling; the last partial batch is dropped in training only.
+
+    `dataset.batch_size` is per process. Training shuffles with a permutation seeded by
+    trainer.seed + epoch (call `loader.sampler.set_epoch(epoch)`) that is dealt out to the
+    `world_size` processes, so N processes with batch B see, step by step, the same samples
+    as one process with batch N*B. Evaluation gives each process its own shard.
+    """
+    d = cfg.dataset
+    generator = torch.Generator()
+    generator.manual_seed(int(cfg.trainer.seed))
+    sampler: Sampler[int]
+    if train:
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
+                                     seed=int(cfg.trainer.seed), drop_last=world_size > 1)
+    else:
+        sampler = ShardSampler(len(dataset), rank, world_size)
+    return DataLoader(
+        dataset, batch_size=d.batch_size, sampler=sampler, drop_last=train and
+        len(sampler) > d.batch_size, num_workers=d.num_workers, worker_init_fn=_seed_worker,
+        generator=generator, persistent_workers=d.num_workers > 0, pin_memory=pin_memory,
+    )
+
+
+# Configs saved before transfer nets became edges name neither the edges nor their weights:
+# they had the seed's two, weighted by loss.alpha and loss.gamma.
+_SEED_EDGES = {"seg_to_depth": ("seg", "depth", "alpha"), "depth_to_seg": ("depth", "seg", "gamma")}
+
+
+def with_transfer_edges(cfg: DictConfig) -> DictConfig:
+    """`cfg`, or a copy with the seed's edges and weights where an older saved config
+    (of a run to evaluate) lacks `model.transfer.edges` / `loss.consistency`."""
+    if "edges" in cfg.model.transfer and "consistency" in cfg.loss:
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.model.transfer.edges = [[s, t] for s, t, _ in _SEED_EDGES.values()]
+        cfg.loss.consistency = {edge: cfg.loss[weight]
+                                for edge, (_, _, weight) in _SEED_EDGES.items()}
+    return cfg
+
+
+def transfer_edges(cfg: DictConfig) -> list[tuple[str, str]]:
+    """The (source, target) pairs of `model.transfer.edges`, none when transfer is off."""
+    m = cfg.model
+    if not bool(m.transfer.enabled):
+        return []
+    return [(str(source), str(target)) for source, target in m.transfer.edges]
+
+
+def build_model(cfg: DictConfig, num_classes: int) -> CrossTaskModel:
+    """Model from `cfg.encoder` and `cfg.model`; heads and edges from the task registry."""
+    e, m = cfg.encoder, cfg.model
+    encoder = ResNetEncoder(depth=int(e.depth), pretrained=bool(e.pretrained),
+                            weights_path=e.get("weights_path"))
+    heads = {task: get_task(task).out_channels(num_classes) for task in m.tasks}
+    edges = [TransferEdge(edge_name(source, target), source, target, heads[source],
+                          heads[target], get_task(source).transfer_input)
+             for source, target in transfer_edges(cfg)]
+    return CrossTaskModel(encoder, heads, edges, transfer_batch_norm=bool(m.transfer.batch_norm),
+                          transfer_wider=bool(m.transfer.wider),
+                          decoder_width=int(m.decoder_width))
+
+
+def _loss_choice(cfg: DictConfig, group: str, default: str) -> str:
+    """The option picked in config group loss/<group>, or `default` where there is none."""
+    node = cfg.loss.get(group)
+    return str(node.name) if node is not None else default
+
+
+def build_objective(cfg: DictConfig) -> TaskObjective:
+    """Direct loss of each task, and a consistency term per edge weighted by
+    `loss.consistency.<edge>` (`loss.alpha` and `loss.gamma` for the seed's two edges)."""
+    tasks = {name: get_task(name) for name in cfg.model.tasks}
+    direct = {name: task.direct_loss(_loss_choice(cfg, name, task.direct_losses[0]))
+              for name, task in tasks.items()}
+    terms = []
+    for source, target in transfer_edges(cfg):
+        task = tasks[target]
+        edge = edge_name(source, target)
+        options = {key: cfg.loss[key] for key in task.consistency_options if key in cfg.loss}
+        loss = task.consistency_loss(
+            _loss_choice(cfg, f"t{target}", task.consistency_losses[0]), **options)
+        terms.append(ConsistencyTerm(edge, source, target,
+                                     float(cfg.loss.consistency[edge]), loss))
+    return TaskObjective(direct, {name: task.consistency_target for name, task in tasks.items()},
+                         terms)
+
+
+def build_metrics(cfg: DictConfig, num_classes: int,
+                  device: torch.device | str) -> MetricCollection:
+    """One accumulator per task, each told the edges whose predictions target it."""
+    incoming: dict[str, tuple[str, ...]] = {}
+    for source, target in transfer_edges(cfg):
+        incoming[target] = (*incoming.get(target, ()), edge_name(source, target))
+    return MetricCollection({task: get_task(task).metrics(num_classes, device,
+                                                          incoming.get(task, ()))
+                             for task in cfg.model.tasks}, incoming)
+
+
+def build_weighting(cfg: DictConfig, tasks: tuple[str, ...]) -> TaskWeighting:
+    """The class named by `weighting._target_`, given the tasks and the config's other
+    keys (but `name` and `lr`, which are the project's)."""
+    w = cfg.weighting
+    params = {k: v for k, v in OmegaConf.to_container(w, resolve=True).items()
+              if k not in _WEIGHTING_SETTINGS}
+    if "_target_" not in params:
+        raise ConfigError(f"weighting={w.get('name')} has no _target_: the weighting config "
+                          "must name its class, e.g. _target_: xtask_mt.weighting.fixed."
+                          "FixedWeighting")
+    try:
+        weighting = instantiate(params, tasks=tasks, _convert_="all")
+    except InstantiationException as exc:
+        reason = str(exc.__cause__ or exc).splitlines()[0]
+        raise ConfigError(f"invalid config for weighting={w.get('name')} "
+                          f"({params['_target_']}, its arguments are the keys weighting.*): "
+                          f"{reason}") from exc
+    if not isinstance(weighting, TaskWeighting):
+        raise ConfigError(f"weighting._target_={params['_target_']} is not a TaskWeighting")
+    return weighting
+
+
+def build_optimizer(cfg: DictConfig, model: nn.Module,
+                    weighting: TaskWeighting) -> torch.optim.Optimizer:
+    """Model parameters, plus the weighting's learnable weights at their own learning rate."""
+    o = cfg.optimizer
+    groups: list[dict] = [{"params": list(model.parameters())}]
+    weighting_params: Iterable[nn.Parameter] = list(weighting.parameters())
+    if weighting_params:
+        lr = cfg.weighting.get("lr")
+        groups.append({"params": weighting_params, "lr": float(lr if lr is not None else o.lr)})
+    if o.name == "adam":
+        return torch.optim.Adam(groups, lr=float(o.lr), betas=tuple(o.betas),
+                                weight_decay=float(o.weight_decay))
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=float(o.lr), momentum=float(o.momentum),
+                               weight_decay=float(o.weight_decay), nesterov=bool(o.nesterov))
+    raise ValueError(f"unknown optimizer {o.name!r}")
+
+
+def build_scheduler(cfg: DictConfig,
+                    optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    s = cfg.scheduler
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=int(s.step_size),
+                                           gamma=float(s.gamma))
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present; asking for CUDA without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"trainer.device={name} but no CUDA device is available; use "
+                         "trainer.device=cpu or auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def dataset_splits(cfg: DictConfig) -> tuple[str, ...]:
+    """Splits `cfg.dataset` provides (`dataset.splits`); the real benchmarks have train/val."""
+    return tuple(cfg.dataset.get("splits") or BENCHMARK_SPLITS)

@@ -1,0 +1,312 @@
+"""Evaluate a finished run's checkpoint on a chosen split and write `eval/` beside it.
+
+`eval/metrics.json` (the latest) and `eval/metrics_<split>.json` (kept per split) hold the
+metrics, per-class IoU, the protocol notes and, on request, the mean of the last k validated
+epochs, Delta_m against single-task runs and the latency; `eval/panels/` and
+`eval/per_class_iou_<split>.png` show what the model sees.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from xtask_mt.config.build import (
+    build_dataset,
+    build_loader,
+    build_metrics,
+    build_model,
+    build_objective,
+    dataset_splits,
+    resolve_device,
+    with_transfer_edges,
+)
+from xtask_mt.data.splits import SELECTION_SPLIT
+from xtask_mt.engine.checkpoint import (
+    CheckpointError,
+    check_model_spec,
+    load_checkpoint,
+    write_json_atomic,
+)
+from xtask_mt.engine.latency import measure_latency
+from xtask_mt.engine.loops import evaluate
+from xtask_mt.engine.trainer import model_spec
+from xtask_mt.errors import UserError
+from xtask_mt.losses import TaskObjective
+from xtask_mt.metrics import MetricCollection
+from xtask_mt.reports import delta_m
+from xtask_mt.runtime.host_memory import configure_host_memory
+from xtask_mt.runtime.precision import StepOptions
+from xtask_mt.sample import denormalise_image
+from xtask_mt.tasks import get_task
+from xtask_mt.viz.panels import PanelRow, iou_bar_chart, sample_panel
+
+log = logging.getLogger(__name__)
+
+
+class EvaluationError(UserError):
+    """An evaluation request that cannot be served: missing run files, bad split or option."""
+
+
+def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
+    """The config saved by Hydra in `run_dir/.hydra/config.yaml`, with dotlist overrides."""
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise EvaluationError(f"{path} not found: `run` must be the output dir of a "
+                                "train.py job (it holds .hydra/ and checkpoints/)")
+    return _with_overrides(OmegaConf.load(path), overrides)
+
+
+def _with_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    cfg = with_transfer_edges(cfg)
+    if overrides:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    return cfg
+
+
+def protocol_notes(dataset: str, splits: Sequence[str], split: str,
+                   chosen_on_val: bool) -> list[str]:
+    """What the reader must know about where the reported figures come from;
+    `chosen_on_val`: the checkpoint is train.py's best.pt, picked on the val split."""
+    if split == "train":
+        return ["reported on the training split: this measures fit, not generalisation"]
+    if split != SELECTION_SPLIT or not chosen_on_val:
+        return []
+    if "test" in splits:
+        return [f"the {split} split also chose this checkpoint (trainer.monitor), so these "
+                "figures are optimistic; split=test reports a held-out split"]
+    return [f"dataset {dataset} has only {'/'.join(splits)} splits and no separate test split: "
+            f"the reported {split} split also chose this checkpoint, so the figures are "
+            "optimistic; last_k=<k> adds the mean of the last k epochs, which picks no epoch"]
+
+
+def last_k_mean(run_dir: Path, k: int) -> dict[str, Any]:
+    """Mean of each validation metric over the last `k` validated epochs of a run."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        raise EvaluationError(f"{path} not found: last_k needs the run's metrics.json")
+    history = json.loads(path.read_text()).get("history")
+    if not history:
+        raise EvaluationError(f"{path} has no per-epoch 'history' (written by newer train.py): "
+                              "last_k cannot be computed for this run; retrain or set last_k=0")
+    if k < 1 or k > len(history):
+        raise EvaluationError(f"last_k={k} but {path} holds {len(history)} validated epochs; "
+                              f"choose 1..{len(history)}")
+    window = history[-k:]
+    keys = [key for key in window[0]
+            if key.startswith("val/") and all(key in h for h in window)]
+    return {"k": k, "epochs": [int(h["epoch"]) for h in window], "split": SELECTION_SPLIT,
+            "metrics": {key: float(np.mean([h[key] for h in window])) for key in keys}}
+
+
+@dataclass
+class _Collected:
+    """Outputs of one pass: the figures (metrics and mean loss terms), the accumulator they
+    came from, the first samples for panels, and all predictions as maps (by output key)."""
+
+    metrics: MetricCollection
+    figures: dict[str, float] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    predictions: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+
+def _as_maps(model: nn.Module, out: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Each output drawn as its task draws it: (N, H, W) class ids (int16) or values; an
+    edge's output as its target task's."""
+    owners = {task: task for task in model.tasks}
+    owners.update({edge.name: edge.target for edge in model.edges})
+    return {key: get_task(owners[key]).prediction_map(value) for key, value in out.items()}
+
+
+def _panel_rows(model: nn.Module, batch: dict[str, torch.Tensor], maps: dict[str, np.ndarray],
+                i: int, unit: str) -> list[PanelRow]:
+    """Sample `i` of a batch as one panel row per task of the model."""
+    rows = []
+    for task in model.tasks:
+        spec = get_task(task)
+        truth, valid = (x[i] for x in spec.truth_map(batch))
+        keys = [task] + [edge.name for edge in model.edges if edge.target == task]
+        predictions = {("direct" if key == task else key): maps[key][i] if key in maps else None
+                       for key in keys}
+        rows.append(PanelRow(task, spec.draw, truth, valid, predictions,
+                                    unit if spec.draw == "map" else ""))
+    return rows
+
+
+def predict(model: nn.Module, loader: Any, objective: TaskObjective, metrics: MetricCollection,
+            options: StepOptions, num_samples: int = 0, keep_predictions: bool = False,
+            progress_bar: bool = True, unit: str = "") -> _Collected:
+    """One evaluation pass (the training loop's own), keeping what panels and files need."""
+    collected = _Collected(metrics)
+
+    def keep(batch: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> None:
+        if not keep_predictions and len(collected.samples) >= num_samples:
+            return
+        maps = _as_maps(model, out)
+        if keep_predictions:
+            for key, value in maps.items():
+                collected.predictions.setdefault(key, []).append(value)
+        for i in range(batch["image"].shape[0]):
+            if len(collected.samples) >= num_samples:
+                break
+            collected.samples.append({"image": denormalise_image(batch["image"][i]),
+                                      "rows": _panel_rows(model, batch, maps, i, unit)})
+
+    collected.figures = evaluate(model, loader, objective, metrics, options,
+                                 description="evaluate", progress_bar=progress_bar,
+                                 on_batch=keep)
+    return collected
+
+
+def _resolve(run: str | Path | None, ckpt: str | Path | None, checkpoint: str,
+             overrides: Sequence[str]) -> tuple[Path, Path, dict[str, Any], DictConfig]:
+    """(run dir, checkpoint path, checkpoint payload, config) from `run` and/or `ckpt`."""
+    if run is None and ckpt is None:
+        raise EvaluationError("give run=<train.py output dir> and/or ckpt=<checkpoint file>")
+    if checkpoint not in ("best", "last"):
+        raise EvaluationError(f"checkpoint={checkpoint!r}: use best or last (or ckpt=<file>)")
+    ckpt_path = Path(ckpt) if ckpt is not None else Path(run) / "checkpoints" / f"{checkpoint}.pt"
+    payload = load_checkpoint(ckpt_path)
+    if run is not None:
+        return Path(run), ckpt_path, payload, load_run_config(Path(run), overrides)
+    if not isinstance(payload.get("config"), dict):
+        raise CheckpointError(f"{ckpt_path} holds no config; pass run=<its train.py output dir>")
+    run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" \
+        else ckpt_path.parent
+    return run_dir, ckpt_path, payload, _with_overrides(OmegaConf.create(payload["config"]),
+                                                        overrides)
+
+
+def _none_for_nan(values: Sequence[float]) -> list[float | None]:
+    return [None if math.isnan(v) else v for v in values]
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Where evaluate_run runs and what it adds to the metrics: `panels` sample figures, all
+    predictions, the mean of the last k epochs, Delta_m against `baselines`, and `latency`
+    ({"warmup": n, "iters": n}) when given."""
+
+    device: str = "auto"
+    progress_bar: bool = True
+    panels: int = 4
+    save_predictions: bool = False
+    last_k: int = 0
+    baselines: Sequence[str | Path] = ()
+    latency: dict[str, int] | None = None
+
+
+def evaluate_run(run: str | Path | None = None, ckpt: str | Path | None = None,
+                 checkpoint: str = "best", split: str = "val", overrides: Sequence[str] = (),
+                 options: EvalOptions | None = None) -> dict[str, Any]:
+    """Rebuild the run's model, load its checkpoint (weights_only), evaluate `split`, draw the
+    figures and write `<run>/eval/metrics.json`. Returns what the file holds."""
+    o = options or EvalOptions()
+    run_dir, ckpt_path, payload, cfg = _resolve(run, ckpt, checkpoint, overrides)
+    splits = dataset_splits(cfg)
+    if split not in splits:
+        raise EvaluationError(f"split={split!r}: dataset {cfg.dataset.name} has only the "
+                         f"{', '.join(splits)} splits (Cityscapes and NYUv2 ship no test split)")
+    # read what the options need first, so a bad option fails before the evaluation pass
+    last = last_k_mean(run_dir, int(o.last_k)) if o.last_k else None
+    baseline_runs = _read_baselines(split, o.baselines)
+    dev = resolve_device(o.device)
+    configure_host_memory(dev, cfg.trainer)  # as training does: no page faults per batch
+    dataset = build_dataset(cfg, split)
+    loader = build_loader(cfg, dataset, train=False)
+    num_classes = dataset.num_classes
+    model = build_model(cfg, num_classes)
+    check_model_spec(ckpt_path, payload.get("model_spec", {}), model_spec(cfg, num_classes))
+    model.load_state_dict(payload["model"])
+    model.to(dev)
+
+    collected = predict(model, loader, build_objective(cfg),
+                        build_metrics(cfg, num_classes, dev), StepOptions(dev),
+                        num_samples=o.panels, keep_predictions=o.save_predictions,
+                        progress_bar=o.progress_bar, unit=getattr(dataset, "depth_unit", ""))
+    class_names = list(getattr(dataset, "class_names", [str(i) for i in range(num_classes)]))
+    out_dir = run_dir / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {
+        "checkpoint": str(ckpt_path), "epoch": payload.get("epoch"), "split": split,
+        "selection_split": SELECTION_SPLIT, "dataset": str(cfg.dataset.name),
+        "model": str(cfg.model.get("name", "?")), "encoder": f"resnet{cfg.encoder.depth}",
+        "tasks": list(model.tasks),
+        "num_images": len(dataset), "depth_unit": getattr(dataset, "depth_unit", ""),
+        "notes": protocol_notes(str(cfg.dataset.name), splits, split,
+                                chosen_on_val=ckpt_path.name == "best.pt"),
+        "metrics": {f"{split}/{k}": v for k, v in collected.figures.items()},
+    }
+    per_class = [acc.per_class_iou() for acc in collected.metrics.tasks.values()
+                 if hasattr(acc, "per_class_iou")]
+    if per_class:
+        result["class_names"] = class_names  # metrics.json sorts keys; this keeps the order
+        result["per_class_iou"] = dict(zip(class_names, _none_for_nan(per_class[0]),
+                                           strict=True))
+    result["figures"] = _draw(out_dir, split, collected.samples, class_names, result)
+    if o.save_predictions:
+        path = out_dir / f"predictions_{split}.npz"
+        np.savez_compressed(path, **{k: np.concatenate(v) for k, v in
+                                     collected.predictions.items()})
+        result["predictions"] = str(path)
+    if last is not None:
+        result["last_k"] = last
+    if baseline_runs:
+        own = {k.split("/", 1)[1]: v for k, v in result["metrics"].items()}
+        compared = delta_m.headline_metrics(model.tasks)
+        value, per_metric = delta_m.delta_m(own, delta_m.merge_baselines(baseline_runs, compared),
+                                            compared)
+        result["delta_m"] = {"value": value, "per_metric": per_metric,
+                             "baselines": list(baseline_runs),
+                             "convention": delta_m.SIGN_CONVENTION}
+    if o.latency:
+        result["latency"] = {"device": str(dev), **measure_latency(
+            model, int(cfg.dataset.height), int(cfg.dataset.width),
+            int(cfg.dataset.batch_size), dev, int(o.latency.get("warmup", 10)),
+            int(o.latency.get("iters", 50)))}
+    write_json_atomic(out_dir / f"metrics_{split}.json", result)  # kept when another split runs
+    write_json_atomic(out_dir / "metrics.json", result)
+    log.info("evaluated %s on split %s; results in %s", ckpt_path, split, out_dir)
+    return result
+
+
+def _draw(out_dir: Path, split: str, samples: list[dict[str, Any]],
+          class_names: list[str], result: dict[str, Any]) -> list[str]:
+    figures = []
+    for i, s in enumerate(samples):
+        path = sample_panel(
+            out_dir / "panels" / f"{split}_{i:03d}.png", s["image"], s["rows"], class_names,
+            title=f"{result['model']} / {result['dataset']} {split} #{i} "
+                  f"(epoch {result['epoch']})")
+        figures.append(str(path))
+    if "per_class_iou" in result:
+        path = iou_bar_chart(
+            out_dir / f"per_class_iou_{split}.png", class_names,
+            [result["per_class_iou"][name] for name in class_names],
+            title=f"per-class IoU, {result['model']} on {result['dataset']} {split}")
+        figures.append(str(path))
+    return figures
+
+
+def _read_baselines(split: str,
+                    baselines: Sequence[str | Path]) -> dict[str, dict[str, float]]:
+    """Metrics of each single-task run's `eval/metrics.json`, which must cover `split`."""
+    runs = {}
+    for baseline in baselines:
+        base_split, values = delta_m.read_eval_metrics(Path(baseline), split)
+        if base_split != split:
+            raise delta_m.DeltaMError(
+                f"baseline {baseline} was evaluated on split {base_split}, this run on {split}; "
+                f"run python evaluate.py run={baseline} split={split}")
+        runs[str(baseline)] = values
+    return runs

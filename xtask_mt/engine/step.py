@@ -1,0 +1,116 @@
+"""One training step, the same for the training loop and benchmarks/train_step.py."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from xtask_mt.errors import UserError
+from xtask_mt.losses import LossOutput, TaskObjective
+from xtask_mt.runtime.distributed import any_process, average_gradients_
+from xtask_mt.runtime.precision import StepOptions
+from xtask_mt.weighting import StepContext, TaskWeighting
+
+PhaseTimer = Callable[[str], contextlib.AbstractContextManager]
+"""phase name ('forward_loss', 'backward', 'optimizer') -> a context around that phase"""
+
+
+class NonFiniteLossError(UserError):
+    """A loss became NaN or inf; training stops rather than continue silently."""
+
+
+def raise_non_finite(losses: LossOutput, step: int) -> None:
+    """Raise NonFiniteLossError naming the step and the non-finite loss terms."""
+    values = {k: float(v.detach()) for k, v in losses.terms.items()}
+    bad = [k for k, v in values.items() if not math.isfinite(v)]
+    described = ", ".join(f"{k} = {values[k]}" for k in bad) or "total (task weighting)"
+    raise NonFiniteLossError(
+        f"non-finite loss at training step {step}: {described}. Lower optimizer.lr or check the "
+        "data; the last good checkpoint is kept.")
+
+
+@dataclass
+class TrainingParts:
+    """What a training step works with. `runner` is the model as it runs (possibly wrapped
+    in DDP or torch.compile); `model` is the plain model whose encoder is shared."""
+
+    runner: nn.Module
+    model: nn.Module
+    objective: TaskObjective
+    weighting: TaskWeighting
+    optimizer: torch.optim.Optimizer
+    options: StepOptions
+    scaler: torch.amp.GradScaler | None = None
+
+    def context(self, step: int) -> StepContext:
+        encoder = self.model.encoder
+        return StepContext(list(encoder.parameters()), encoder.last_shared_parameters(),
+                           self.scaler, step)
+
+
+@dataclass
+class StepResult:
+    """The step's losses and total (detached use only); `applied` is False when the step
+    was skipped for a non-finite loss."""
+
+    losses: LossOutput
+    total: torch.Tensor
+    applied: bool
+
+
+@contextlib.contextmanager
+def _features_of(encoder: nn.Module, into: list[torch.Tensor], wanted: bool) -> Iterator[None]:
+    """Collect the encoder's outputs of the forward pass into `into` when `wanted`."""
+    if not wanted:
+        yield
+        return
+    handle = encoder.register_forward_hook(lambda _module, _args, out: into.extend(out))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _untimed(_phase: str) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext()
+
+
+def train_step(parts: TrainingParts, batch: dict[str, torch.Tensor], step: int,
+               skip_nonfinite: bool = False, timer: PhaseTimer = _untimed) -> StepResult:
+    """Forward under autocast, losses in fp32, the weighting's backward, the update.
+
+    A non-finite total (on any process) raises NonFiniteLossError, or with `skip_nonfinite`
+    drops the step's gradients, leaves the parameters untouched and returns applied=False.
+    Under DDP the model's gradients are averaged by DDP and the weighting's here.
+    """
+    p = parts
+    p.optimizer.zero_grad(set_to_none=True)
+    ctx = p.context(step)
+    with timer("forward_loss"):
+        with _features_of(p.model.encoder, ctx.features, p.weighting.needs_features), \
+                p.options.autocast():
+            out = p.runner(p.options.image(batch["image"]))
+        losses = p.objective(out, batch)
+    with timer("backward"):
+        total = p.weighting.backward(losses.tasks, ctx)
+        average_gradients_(p.weighting.parameters())
+    # a non-finite task loss makes the total non-finite: one check (one host sync) a step
+    finite = not any_process(not torch.isfinite(total))
+    if not finite:
+        if not skip_nonfinite:
+            raise_non_finite(losses, step)
+        p.optimizer.zero_grad(set_to_none=True)
+        return StepResult(losses, total, applied=False)
+    with timer("optimizer"):
+        if p.scaler is None:
+            p.optimizer.step()
+        else:
+            p.scaler.step(p.optimizer)
+            p.scaler.update()
+        p.weighting.after_step()
+    return StepResult(losses, total, applied=True)

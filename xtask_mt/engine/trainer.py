@@ -1,0 +1,357 @@
+"""A whole training run: build from the config, train, validate, checkpoint, summarise,
+and resume from the last checkpoint after an interruption.
+
+The run is a few named parts: `setup` builds everything, `resume` restores a checkpoint,
+`train_epoch` runs one epoch, `validate` does the validation and best-checkpoint
+bookkeeping, and `finish` writes the summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Dataset
+
+from xtask_mt.config.build import (
+    build_dataset,
+    build_loader,
+    build_metrics,
+    build_model,
+    build_objective,
+    build_optimizer,
+    build_scheduler,
+    build_weighting,
+    resolve_device,
+    seed_everything,
+    transfer_edges,
+)
+from xtask_mt.config.validate import validate_config
+from xtask_mt.engine.checkpoint import (
+    CheckpointError,
+    check_model_spec,
+    load_checkpoint,
+    save_checkpoint,
+    write_json_atomic,
+)
+from xtask_mt.engine.loops import EpochSettings, evaluate, train_one_epoch
+from xtask_mt.engine.step import TrainingParts
+from xtask_mt.errors import ConfigError
+from xtask_mt.runtime.distributed import (
+    DistributedContext,
+    any_process,
+    convert_batchnorm,
+    init_distributed,
+    shutdown_distributed,
+    wrap_ddp,
+)
+from xtask_mt.runtime.host_memory import configure_host_memory
+from xtask_mt.runtime.precision import (
+    StepOptions,
+    maybe_compile,
+    precision_name,
+    to_channels_last,
+)
+from xtask_mt.runtime.preemption import StopRequest, TrainingInterrupted, signal_name
+from xtask_mt.tasks import get_task
+from xtask_mt.tracking import Tracker, build_tracker, validation_previews
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint so a resumed job carries on."""
+
+    epoch: int = 0                 # epochs fully trained
+    step_in_epoch: int = 0         # steps of epoch + 1 done when a stop signal came
+    best_value: float | None = None
+    best_epoch: int = 0
+    best: dict[str, float] = field(default_factory=dict)
+    final: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    skipped_nonfinite: int = 0
+
+
+def model_spec(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
+    """What must match for a checkpoint's weights to fit a model built from `cfg`."""
+    m = cfg.model
+    return {"encoder.depth": int(cfg.encoder.depth), "num_classes": int(num_classes),
+            "model.tasks": list(m.tasks), "model.transfer.enabled": bool(m.transfer.enabled),
+            "model.transfer.edges": [list(edge) for edge in transfer_edges(cfg)],
+            "model.transfer.batch_norm": bool(m.transfer.batch_norm),
+            "model.transfer.wider": bool(m.transfer.wider),
+            "model.decoder_width": int(m.decoder_width)}
+
+
+def _is_better(value: float, best: float | None, mode: str) -> bool:
+    if best is None or math.isnan(best):
+        return not math.isnan(value)
+    return value > best if mode == "max" else value < best
+
+
+def resume_checkpoint_path(resume: Any, output_dir: Path) -> Path | None:
+    """`auto`: the job's own last checkpoint if there is one; false: none; else that file."""
+    if resume is False or str(resume).lower() in ("false", "none", ""):
+        return None
+    if str(resume) == "auto":
+        last = output_dir / "checkpoints" / "last.pt"
+        return last if last.is_file() else None
+    path = Path(str(resume)).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"trainer.resume={resume!r}: no such checkpoint file; use auto, "
+                              "false or the path of a last.pt / best.pt")
+    return path
+
+
+@dataclass
+class Run:
+    """Everything one training job holds while it runs."""
+
+    cfg: DictConfig
+    output_dir: Path
+    ctx: DistributedContext
+    parts: TrainingParts
+    scheduler: Any
+    train_loader: DataLoader
+    val_loader: DataLoader
+    val_set: Dataset
+    num_classes: int
+    tracker: Tracker = field(default_factory=Tracker)
+    progress: Progress = field(default_factory=Progress)
+    epochs_run: list[int] = field(default_factory=list)
+    initial: dict[str, float] = field(default_factory=dict)
+    train_stats: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.output_dir / "checkpoints"
+
+    @property
+    def progress_bar(self) -> bool:
+        return bool(self.cfg.trainer.progress_bar) and self.ctx.is_main
+
+
+def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """Run the training job described by `cfg`, writing checkpoints and metrics.json into
+    `output_dir`. Returns the summary that metrics.json holds.
+
+    With trainer.strategy=ddp (under torchrun) every process trains on its share of each
+    batch; rank 0 alone logs, tracks and writes files, and all ranks return the same summary.
+    """
+    validate_config(cfg)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    t = cfg.trainer
+    ctx = init_distributed(str(t.get("strategy", "none")), resolve_device(str(t.device)))
+    finished = False
+    try:
+        summary = _train(cfg, output_dir, ctx)
+        finished = True
+        return summary
+    finally:
+        shutdown_distributed(wait_for_all=finished)
+
+
+def _train(cfg: DictConfig, output_dir: Path, ctx: DistributedContext) -> dict[str, Any]:
+    run = setup(cfg, output_dir, ctx)
+    run_id = resume(run)
+    run.tracker = build_tracker(cfg, output_dir, resume_id=run_id) if ctx.is_main else Tracker()
+    exit_code = 1
+    try:
+        t = cfg.trainer
+        if bool(t.val_at_start) and run.progress.epoch == 0 and run.progress.step_in_epoch == 0:
+            run.initial = {f"val/{k}": v for k, v in _validation_figures(run).items()}
+            run.tracker.log(run.initial, step=0)
+            log.info("untrained model  %s", _format(run.initial, cfg.model.tasks))
+        with StopRequest() as stop:
+            for epoch in range(run.progress.epoch + 1, int(t.epochs) + 1):
+                train_epoch(run, epoch, stop)
+        exit_code = 0
+    finally:
+        run.tracker.finish(exit_code)
+    return finish(run)
+
+
+def setup(cfg: DictConfig, output_dir: Path, ctx: DistributedContext) -> Run:
+    """Seed, then build the data, model, objective, weighting and optimiser of the job."""
+    t = cfg.trainer
+    seed_everything(int(t.seed))
+    device = ctx.device
+    options = StepOptions(device, precision_name(t.get("precision", "32")),
+                          bool(t.get("channels_last", False)))
+    if not ctx.is_main:
+        logging.getLogger("xtask_mt").setLevel(logging.WARNING)
+    configure_host_memory(device, t)
+
+    train_set, val_set = build_dataset(cfg, "train"), build_dataset(cfg, "val")
+    pin = device.type == "cuda"
+    train_loader = build_loader(cfg, train_set, True, ctx.rank, ctx.world_size, pin)
+    val_loader = build_loader(cfg, val_set, False, ctx.rank, ctx.world_size, pin)
+    num_classes = train_set.num_classes
+    model = build_model(cfg, num_classes).to(device)
+    if ctx.enabled and bool(t.get("sync_batchnorm", True)):
+        model = convert_batchnorm(model, device)
+    model = to_channels_last(model, options.channels_last)
+    weighting = build_weighting(cfg, model.tasks).to(device)
+    optimizer = build_optimizer(cfg, model, weighting)
+    runner = maybe_compile(wrap_ddp(model, ctx), bool(t.get("compile", False)),
+                           str(t.get("compile_backend", "inductor")))
+    parts = TrainingParts(runner, model, build_objective(cfg), weighting, optimizer, options,
+                          options.grad_scaler())
+    log.info("training on %s x %d process(es), precision %s%s: %d train / %d val samples, "
+             "%d classes, %.1fM parameters", device, ctx.world_size, options.precision,
+             ", channels-last" if options.channels_last else "", len(train_set), len(val_set),
+             num_classes, sum(p.numel() for p in model.parameters()) / 1e6)
+    return Run(cfg, Path(output_dir), ctx, parts, build_scheduler(cfg, optimizer),
+               train_loader, val_loader, val_set, num_classes)
+
+
+def resume(run: Run) -> str | None:
+    """Restore the checkpoint trainer.resume points at, if any; returns its W&B run id."""
+    path = resume_checkpoint_path(run.cfg.trainer.get("resume", "auto"), run.output_dir)
+    if path is None:
+        return None
+    payload = load_checkpoint(path)
+    check_model_spec(path, payload.get("model_spec", {}), model_spec(run.cfg, run.num_classes))
+    p = run.parts
+    p.model.load_state_dict(payload["model"])
+    p.optimizer.load_state_dict(payload["optimizer"])
+    run.scheduler.load_state_dict(payload["scheduler"])
+    p.weighting.load_state_dict(payload["weighting"])
+    if p.scaler is not None and payload.get("scaler"):
+        p.scaler.load_state_dict(payload["scaler"])
+    run.progress = Progress(**payload["progress"])
+    log.info("resuming from %s: %d epochs done, %d steps into the next", path,
+             run.progress.epoch, run.progress.step_in_epoch)
+    return payload.get("wandb_run_id")
+
+
+def save(run: Run, names: tuple[str, ...]) -> None:
+    """Write the run's state to checkpoints/<name> for each name (rank 0 only)."""
+    if not run.ctx.is_main:
+        return
+    p = run.parts
+    payload = {
+        "model": p.model.state_dict(), "optimizer": p.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "weighting": p.weighting.state_dict(),
+        "epoch": run.progress.epoch, "progress": asdict(run.progress),
+        "config": OmegaConf.to_container(run.cfg, resolve=True),
+        "model_spec": model_spec(run.cfg, run.num_classes), "wandb_run_id": run.tracker.run_id,
+        "scaler": p.scaler.state_dict() if p.scaler is not None else None,
+    }
+    for name in names:
+        save_checkpoint(run.checkpoint_dir / name, payload)
+
+
+def _interrupted(run: Run, signum: int | None, where: str) -> TrainingInterrupted:
+    return TrainingInterrupted(
+        signum or 15, f"stopped by {signal_name(signum)} {where}; checkpoint written to "
+        f"{run.checkpoint_dir / 'last.pt'}. Run the same command again (trainer.resume=auto) "
+        "to continue.")
+
+
+def train_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
+    """Train epoch `epoch`, validate when due, log, checkpoint; raise TrainingInterrupted
+    (after writing last.pt) when a stop signal came."""
+    t, p, progress = run.cfg.trainer, run.parts, run.progress
+    epochs, steps = int(t.epochs), len(run.train_loader)
+    start = time.perf_counter()
+    # Randomness is a function of (seed, epoch): a resumed epoch replays the same shuffling
+    # and augmentation as an uninterrupted run.
+    seed_everything(int(t.seed) + epoch)
+    run.train_loader.generator.manual_seed(int(t.seed) + epoch)
+    run.train_loader.sampler.set_epoch(epoch)
+    lr = p.optimizer.param_groups[0]["lr"]
+    result = train_one_epoch(p, run.train_loader, EpochSettings(
+        description=f"epoch {epoch}/{epochs}", first_step=(epoch - 1) * steps,
+        skip_steps=progress.step_in_epoch, skip_nonfinite=bool(t.skip_nonfinite),
+        progress_bar=run.progress_bar, stop_requested=lambda: stop.requested))
+    progress.skipped_nonfinite += result.skipped_nonfinite
+    if result.stopped and result.steps_done < steps:
+        progress.step_in_epoch = result.steps_done
+        save(run, ("last.pt",))
+        raise _interrupted(run, stop.signum,
+                           f"in epoch {epoch} after step {result.steps_done}/{steps}")
+    progress.step_in_epoch = 0
+    run.train_stats = result.stats
+    p.weighting.epoch_end({k[len("task_"):]: v for k, v in result.stats.items()
+                           if k.startswith("task_")})
+    run.scheduler.step()
+    logged = {f"train/{k}": v for k, v in result.stats.items()}
+    logged.update({f"train/weight_{k}": v for k, v in p.weighting.task_weights().items()})
+    logged["train/lr"] = lr
+    logged["train/skipped_nonfinite"] = float(progress.skipped_nonfinite)
+    validated = epoch % int(t.val_every) == 0 or epoch == epochs
+    is_best = validate(run, epoch, logged) if validated else False
+    logged["epoch_time_s"] = time.perf_counter() - start
+    if validated:
+        progress.history.append(
+            {"epoch": epoch, "epoch_time_s": logged["epoch_time_s"],
+             **{k: v for k, v in logged.items() if k.startswith(("train/", "val/"))}})
+    progress.epoch = epoch
+    run.epochs_run.append(epoch)
+    run.tracker.log(logged, step=epoch)
+    save(run, ("last.pt", "best.pt") if is_best else ("last.pt",))
+    log.info("epoch %d/%d  %s", epoch, epochs, _format(logged, run.cfg.model.tasks))
+    if any_process(stop.requested):
+        raise _interrupted(run, stop.signum, f"after epoch {epoch}")
+
+
+def _validation_figures(run: Run) -> dict[str, float]:
+    p = run.parts
+    return evaluate(p.model, run.val_loader, p.objective,
+                    build_metrics(run.cfg, run.num_classes, p.options.device), p.options,
+                    progress_bar=run.progress_bar)
+
+
+def validate(run: Run, epoch: int, logged: dict[str, float]) -> bool:
+    """Validate, add the figures to `logged`, send previews, and record a new best;
+    returns whether this epoch is the best so far by trainer.monitor."""
+    progress, monitor = run.progress, str(run.cfg.trainer.monitor)
+    progress.final = {f"val/{k}": v for k, v in _validation_figures(run).items()}
+    logged.update(progress.final)
+    value = progress.final.get(monitor)
+    if value is None:
+        raise ConfigError(f"trainer.monitor={monitor!r} is not among the validation metrics "
+                          f"{sorted(progress.final)}")
+    if run.tracker.sample_count:
+        previews = validation_previews(run.parts.model, run.val_loader,
+                                       run.parts.options.device, run.num_classes,
+                                       run.tracker.sample_count)
+        run.tracker.log_samples({"previews": previews, "class_names": getattr(
+            run.val_set, "class_names", None)}, step=epoch)
+    if not _is_better(value, progress.best_value, str(run.cfg.trainer.monitor_mode)):
+        return False
+    progress.best_value, progress.best_epoch = value, epoch
+    progress.best = dict(progress.final)
+    return True
+
+
+def finish(run: Run) -> dict[str, Any]:
+    """The summary metrics.json holds, written by rank 0."""
+    t, progress = run.cfg.trainer, run.progress
+    summary = {"final": progress.final, "best": progress.best, "best_epoch": progress.best_epoch,
+               "monitor": str(t.monitor), "monitor_mode": str(t.monitor_mode),
+               "epochs": int(t.epochs), "train": run.train_stats, "history": progress.history,
+               "epochs_run": run.epochs_run, "skipped_nonfinite": progress.skipped_nonfinite}
+    if run.initial:
+        summary["initial"] = run.initial
+    if run.ctx.is_main:
+        write_json_atomic(run.output_dir / "metrics.json", summary)
+    log.info("best %s = %.4f at epoch %d; outputs in %s", t.monitor,
+             progress.best_value if progress.best_value is not None else float("nan"),
+             progress.best_epoch, run.output_dir)
+    return summary
+
+
+def _format(values: dict[str, float], tasks: Any) -> str:
+    """A log line: the total loss and the headline validation metrics of `tasks`."""
+    keys = ["train/total"] + [f"val/{name}" for task in tasks
+                              for name in get_task(task).headline_metrics]
+    return "  ".join(f"{k}={values[k]:.4f}" for k in keys if k in values)

@@ -1,0 +1,1 @@
+"""Readable results: the sweep report, the evaluation text, and Delta_m."""
