@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 
 from xtask_mt.config.build import build_dataset
 from xtask_mt.data.files import DatasetError
+from xtask_mt.data.splits import BENCHMARK_SPLITS
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -29,7 +30,7 @@ def main(overrides: list[str]) -> int:
         return 2
     cfg.dataset.cache = True
     try:
-        for split in ("train", "val"):
+        for split in BENCHMARK_SPLITS:
             dataset = build_dataset(cfg, split)
             print(f"{split}: {len(dataset)} frames prepared in {dataset.prepared.folder}")
     except DatasetError as err:

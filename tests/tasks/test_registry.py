@@ -26,7 +26,13 @@ from xtask_mt.engine.step import TrainingParts, train_step
 from xtask_mt.errors import ConfigError
 from xtask_mt.metrics import NamedSums
 from xtask_mt.runtime.precision import StepOptions
-from xtask_mt.tasks import Task, get_task, higher_is_better, register_task
+from xtask_mt.tasks import (
+    Task,
+    get_task,
+    higher_is_better,
+    register_task,
+    unregister_task,
+)
 
 
 class ShadeMetrics:
@@ -90,9 +96,7 @@ class Shade(Task):
 def shade_task():
     task = register_task(Shade())
     yield task
-    from xtask_mt.tasks import base
-
-    base._TASKS.pop("shade")
+    unregister_task("shade")
 
 
 def _batch(cfg) -> dict[str, torch.Tensor]:

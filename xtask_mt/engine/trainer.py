@@ -32,6 +32,7 @@ from xtask_mt.config.build import (
     transfer_edges,
 )
 from xtask_mt.config.validate import validate_config
+from xtask_mt.data.splits import TRAIN, VAL
 from xtask_mt.engine.checkpoint import (
     CheckpointError,
     check_model_spec,
@@ -189,7 +190,7 @@ def setup(cfg: DictConfig, output_dir: Path, ctx: DistributedContext) -> Run:
         logging.getLogger("xtask_mt").setLevel(logging.WARNING)
     configure_host_memory(device, t)
 
-    train_set, val_set = build_dataset(cfg, "train"), build_dataset(cfg, "val")
+    train_set, val_set = build_dataset(cfg, TRAIN), build_dataset(cfg, VAL)
     pin = device.type == "cuda"
     train_loader = build_loader(cfg, train_set, True, ctx.rank, ctx.world_size, pin)
     val_loader = build_loader(cfg, val_set, False, ctx.rank, ctx.world_size, pin)

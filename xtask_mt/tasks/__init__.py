@@ -9,6 +9,7 @@ from xtask_mt.tasks.base import (
     higher_is_better,
     register_task,
     registered_tasks,
+    unregister_task,
 )
 from xtask_mt.tasks.depth import Depth
 from xtask_mt.tasks.segmentation import Segmentation
@@ -17,4 +18,5 @@ register_task(Segmentation())
 register_task(Depth())
 
 __all__ = ["ConsistencyLoss", "Depth", "DirectLoss", "Segmentation", "Task", "edge_name",
-           "get_task", "higher_is_better", "register_task", "registered_tasks"]
+           "get_task", "higher_is_better", "register_task", "registered_tasks",
+           "unregister_task"]

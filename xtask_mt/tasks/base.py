@@ -99,6 +99,11 @@ def register_task(task: Task) -> Task:
     return task
 
 
+def unregister_task(name: str) -> None:
+    """Remove task `name` from the registry (a test's or a session's own task)."""
+    _TASKS.pop(name, None)
+
+
 def get_task(name: str) -> Task:
     """The registered task `name`; a ConfigError lists the known ones."""
     if name not in _TASKS:
