@@ -4,8 +4,9 @@ beside the model's forward pass on the same batch.
     python benchmarks/metrics_throughput.py dataset.height=128 dataset.width=256
 
 Random predictions and targets of the config's batch size, image size and class count
-(with ignored labels and invalid depth) go through the config's metric accumulators; the
-figures they compute are compared with a plain per-image, per-class computation. The
+(with ignored labels, invalid depth and normals) go through the config's metric
+accumulators (model.tasks); the segmentation and depth figures they compute are compared with
+a plain per-image, per-class computation. The
 predictions are in the memory layout the config's model gives (channels-last with
 trainer.channels_last=true, the default). `--forward-passes N` also times N forward passes
 of the config's model in evaluation mode, to set the update against. Prints JSON.
@@ -17,7 +18,12 @@ import numpy as np
 import torch
 from common import emit, machine, median, parse, timed
 
-from xtask_mt.config.build import build_metrics, build_model, resolve_device
+from xtask_mt.config.build import (
+    build_metrics,
+    build_model,
+    resolve_device,
+    transfer_edges,
+)
 from xtask_mt.metrics import DELTA_THRESHOLDS
 from xtask_mt.runtime.host_memory import configure_host_memory
 from xtask_mt.runtime.precision import StepOptions
@@ -25,8 +31,9 @@ from xtask_mt.sample import IGNORE_INDEX
 
 
 def random_batch(n: int, c: int, h: int, w: int, gen: torch.Generator, device: torch.device,
-                 channels_last: bool = False
+                 channels_last: bool = False, edges: list[tuple[str, str]] = ()
                  ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Outputs of every task and of the seed's two edges plus `edges`, and their targets."""
     seg = torch.randint(0, c, (n, h, w), generator=gen)
     seg[torch.rand(n, h, w, generator=gen) < 0.1] = IGNORE_INDEX
     depth = torch.rand(n, 1, h, w, generator=gen) + 0.05
@@ -36,6 +43,12 @@ def random_batch(n: int, c: int, h: int, w: int, gen: torch.Generator, device: t
            "depth": depth + 0.1 * torch.randn(n, 1, h, w, generator=gen),
            "seg_to_depth": torch.rand(n, 1, h, w, generator=gen),
            "depth_to_seg": torch.randn(n, c, h, w, generator=gen)}
+    unit = lambda x: torch.nn.functional.normalize(x, dim=1)  # noqa: E731
+    normal = unit(torch.randn(n, 3, h, w, generator=gen))
+    batch["normal"] = normal * (torch.rand(n, 1, h, w, generator=gen) > 0.1)
+    out["normal"] = unit(normal + 0.3 * torch.randn(n, 3, h, w, generator=gen))
+    for source, target in edges:
+        out.setdefault(f"{source}_to_{target}", torch.randn_like(out[target]))
     if channels_last:  # the layout a channels-last model emits its outputs in
         out = {k: v.contiguous(memory_format=torch.channels_last) for k, v in out.items()}
     move = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
@@ -114,15 +127,15 @@ def main() -> None:
     d = cfg.dataset
     n, c, h, w = int(d.batch_size), int(d.num_classes), int(d.height), int(d.width)
     gen = torch.Generator().manual_seed(0)
-    data = [random_batch(n, c, h, w, gen, device, bool(cfg.trainer.channels_last))
-            for _ in range(max(args.check_batches, 1))]
+    data = [random_batch(n, c, h, w, gen, device, bool(cfg.trainer.channels_last),
+                         transfer_edges(cfg)) for _ in range(max(args.check_batches, 1))]
 
     metrics = build_metrics(cfg, c, device)
     for out, batch in data:
         metrics.update(out, batch)
     fast = metrics.compute()
     slow = brute_force(data[:args.check_batches], c)
-    differences = {k: abs(fast[k] - v) for k, v in slow.items()}
+    differences = {k: abs(fast[k] - v) for k, v in slow.items() if k in fast}
 
     metrics = build_metrics(cfg, c, device)
     times = []
@@ -133,6 +146,7 @@ def main() -> None:
             times.append(seconds)
     emit({"benchmark": "metrics_throughput", "overrides": args.overrides,
           "batch_size": n, "image_size": [h, w], "num_classes": c,
+          "tasks": list(cfg.model.tasks),
           "channels_last": bool(cfg.trainer.channels_last),
           "update_ms_median": 1000 * median(times), "update_ms_min": 1000 * min(times),
           **forward_ms(cfg, c, device, args.forward_passes),

@@ -4,7 +4,9 @@ A sample is a dict of tensors:
 - ``image``: (3, H, W) float32, normalised with ImageNet mean/std;
 - ``seg``: (H, W) int64 class ids, ``IGNORE_INDEX`` where unlabelled;
 - ``depth``: (1, H, W) float32 depth target in the dataset's own unit (0 where invalid);
-- ``depth_mask``: (1, H, W) bool, True where ``depth`` is valid.
+- ``depth_mask``: (1, H, W) bool, True where ``depth`` is valid;
+- ``normal`` (datasets that have surface normals, when the task is on): (3, H, W) float32
+  unit vectors in the camera frame (x right, y up, z towards the camera), zeros where invalid.
 """
 
 from __future__ import annotations
@@ -29,15 +31,19 @@ def denormalise_image(image: torch.Tensor) -> np.ndarray:
 
 
 def make_sample(image: np.ndarray, seg: np.ndarray, depth: np.ndarray,
-                depth_mask: np.ndarray | None = None) -> dict[str, torch.Tensor]:
-    """Build the sample dict from HxWx3 image in [0, 1], HxW labels and HxW depth.
+                depth_mask: np.ndarray | None = None,
+                normal: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    """Build the sample dict from HxWx3 image in [0, 1], HxW labels, HxW depth and, if given,
+    HxWx3 normals.
 
     Without an explicit mask, depth pixels <= 0 count as invalid.
     """
     if depth_mask is None:
         depth_mask = depth > 0
     depth = np.where(depth_mask, depth, 0.0).astype(np.float32)
-    return {
+    extra = {} if normal is None else {"normal": torch.from_numpy(
+        np.ascontiguousarray(normal.transpose(2, 0, 1), dtype=np.float32))}
+    return {**extra,
         "image": torch.from_numpy(np.ascontiguousarray(normalise_image(image))),
         "seg": torch.from_numpy(np.ascontiguousarray(seg, dtype=np.int64)),
         "depth": torch.from_numpy(np.ascontiguousarray(depth[None])),
@@ -49,3 +55,8 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     """A batch's tensors on `device` (asynchronously to a GPU, from pinned memory)."""
     non_blocking = device.type == "cuda"
     return {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
+
+
+def valid_normals(normal: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) mask of the pixels whose (N, 3, H, W) ground-truth normal is non-zero."""
+    return normal.abs().amax(dim=1) > 0

@@ -9,8 +9,9 @@ import pytest
 import yaml
 from helpers.config import CONF_DIR, ROOT, compose_config
 from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 SWEEPS = ROOT / "sweeps"
 HYDRA_SWEEPS = sorted(p.stem for p in SWEEPS.glob("*.yaml"))
@@ -24,12 +25,34 @@ def compose_sweep(name: str, overrides: list[str] = (), hydra: bool = False) -> 
                        overrides=[f"hydra.searchpath=[file://{CONF_DIR}]", *overrides])
 
 
-def sweep_values(spec: str) -> list[str]:
-    """Values of one Hydra sweep parameter: `a,b,c` or Optuna's `tag(log, interval(lo, hi))`."""
+def sweep_values(key: str, spec: str) -> list[tuple[str, object]]:
+    """(override text, value) of each value of one Hydra sweep parameter: `a,b,c`,
+    `choice(...)` (as Hydra parses them) or the ends of Optuna's `tag(log, interval(lo, hi))`."""
     if spec.startswith("tag(") or spec.startswith("interval("):
         lo, hi = spec[spec.index("interval(") + 9:].rstrip(")").split(",")
-        return [lo.strip(), hi.strip()]
-    return [v.strip() for v in spec.split(",")]
+        return [(v.strip(), float(v)) for v in (lo, hi)]
+    override = OverridesParser.create().parse_override(f"{key}={spec}")
+    return list(zip(override.sweep_string_iterator(), override.sweep_iterator(), strict=True))
+
+
+def fixed_settings(name: str) -> list[str]:
+    """The settings a sweep file fixes besides its sweep (e.g. the tasks an edge sweep needs),
+    as overrides."""
+    spec = yaml.safe_load((SWEEPS / f"{name}.yaml").read_text())
+    found = []
+
+    def walk(node: object, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            text = yaml.safe_dump(node, default_flow_style=True).strip().removesuffix("...")
+            found.append(f"{prefix[:-1]}={text.strip()}")
+
+    for key, value in spec.items():
+        if key not in ("defaults", "hydra"):
+            walk(value, f"{key}.")
+    return found
 
 
 def test_sweeps_exist() -> None:
@@ -43,17 +66,18 @@ def test_hydra_sweep_composes_for_every_value(name: str) -> None:
     hydra_cfg = compose_sweep(name, hydra=True).hydra
     assert hydra_cfg.mode == RunMode.MULTIRUN
     assert f"/{name}/" in hydra_cfg.sweep.dir
-    params = {k: sweep_values(str(v)) for k, v in hydra_cfg.sweeper.params.items()}
+    params = {k: sweep_values(k, str(v)) for k, v in hydra_cfg.sweeper.params.items()}
     assert params
     for key, values in params.items():
-        for value in values:
-            node = compose_sweep(name, [f"{key}={value}"])
+        for text, value in values:
+            node = compose_sweep(name, [f"{key}={text}"])
             for part in key.replace("/", ".").split("."):
                 node = node[part]
             got = node.name if isinstance(node, DictConfig) else node
-            assert str(got) == value or float(got) == float(value), (key, got, value)
-    # a sweep changes only what it sweeps, never the training settings
-    assert compose_sweep(name) == compose_config()
+            got = OmegaConf.to_container(got) if isinstance(got, ListConfig) else got
+            assert got == value or str(got) == str(value), (key, got, value)
+    # a sweep changes only what it sweeps and the settings it names, no training setting
+    assert compose_sweep(name) == compose_config(fixed_settings(name))
 
 
 def test_optuna_search_follows_the_monitor() -> None:

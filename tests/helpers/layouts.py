@@ -63,12 +63,13 @@ def write_cityscapes(root: Path, split: str = "train", frames: int = 3, height: 
 
 
 def write_nyuv2(root: Path, split: str = "train", frames: int = 3, height: int = 24,
-                width: int = 32, seed: int = 0, depth_channel: bool = True) -> list[int]:
-    """`frames` frames as <split>/{image,label,depth}/<i>.npy: float image in [0, 1], labels
-    0..12 with -1 ignore (stored as float like the public files), depth in metres with 0
-    invalid."""
+                width: int = 32, seed: int = 0, depth_channel: bool = True,
+                normals: bool = False) -> list[int]:
+    """`frames` frames as <split>/{image,label,depth[,normal]}/<i>.npy: float image in
+    [0, 1], labels 0..12 with -1 ignore (stored as float like the public files), depth in
+    metres with 0 invalid, and with `normals` unit normals in [-1, 1] with 0 invalid."""
     rng = np.random.default_rng(seed)
-    for sub in ("image", "label", "depth"):
+    for sub in ("image", "label", "depth", *(("normal",) if normals else ())):
         (root / split / sub).mkdir(parents=True, exist_ok=True)
     for i in range(frames):
         image = rng.random((height, width, 3)).astype(np.float32)
@@ -80,4 +81,9 @@ def write_nyuv2(root: Path, split: str = "train", frames: int = 3, height: int =
         np.save(root / split / "image" / f"{i}.npy", image)
         np.save(root / split / "label" / f"{i}.npy", label)
         np.save(root / split / "depth" / f"{i}.npy", depth)
+        if normals:
+            normal = rng.normal(size=(height, width, 3)).astype(np.float32)
+            normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
+            normal[rng.random((height, width)) < 0.1] = 0.0
+            np.save(root / split / "normal" / f"{i}.npy", normal)
     return list(range(frames))

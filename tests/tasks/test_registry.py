@@ -21,6 +21,7 @@ from xtask_mt.config.build import (
     build_weighting,
 )
 from xtask_mt.config.validate import validate_config
+from xtask_mt.data.synthetic import SyntheticScenes
 from xtask_mt.engine.loops import evaluate
 from xtask_mt.engine.step import TrainingParts, train_step
 from xtask_mt.errors import ConfigError
@@ -112,7 +113,10 @@ THREE_TASKS = TINY + ["model.tasks=[seg,depth,shade]",
                       "+loss.consistency.depth_to_shade=0.25"]
 
 
-def test_a_third_task_from_the_registry_alone_trains_a_step_and_is_measured(shade_task):
+def test_a_third_task_from_the_registry_alone_trains_a_step_and_is_measured(shade_task,
+                                                                           monkeypatch):
+    # a dataset must give the task's ground truth: here _batch adds it to synthetic samples
+    monkeypatch.setattr(SyntheticScenes, "provides", (*SyntheticScenes.provides, "shade"))
     cfg = compose_config(THREE_TASKS)
     validate_config(cfg)
     torch.manual_seed(0)
@@ -156,7 +160,7 @@ def test_metric_directions_come_from_the_tasks(shade_task):
 
 
 def test_unknown_tasks_and_bad_edges_are_refused_naming_the_key():
-    with pytest.raises(ConfigError, match="unknown task 'shade'.*known tasks: depth, seg"):
+    with pytest.raises(ConfigError, match="unknown task 'shade'.*known tasks: depth, normal, seg"):
         get_task("shade")
     with pytest.raises(ConfigError, match="model.tasks"):
         validate_config(compose_config(["model.tasks=[seg,shade]"]))
@@ -166,7 +170,8 @@ def test_unknown_tasks_and_bad_edges_are_refused_naming_the_key():
         validate_config(compose_config(["~loss.consistency.seg_to_depth"]))
 
 
-def test_the_edges_out_of_one_task_may_not_outweigh_its_direct_loss(shade_task):
+def test_the_edges_out_of_one_task_may_not_outweigh_its_direct_loss(shade_task, monkeypatch):
+    monkeypatch.setattr(SyntheticScenes, "provides", (*SyntheticScenes.provides, "shade"))
     cfg = compose_config(THREE_TASKS[:-1] + ["+loss.consistency.depth_to_shade=0.6",
                                              "loss.gamma=0.6"])
     with pytest.raises(ConfigError, match="edges out of depth sum to 1.2"):

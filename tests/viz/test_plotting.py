@@ -36,6 +36,10 @@ def test_panel_with_missing_predictions_and_chart_with_unseen_class(tmp_path):
     rows = [PanelRow("seg", "labels", seg, seg >= 0, {"direct": seg, "depth_to_seg": None}),
             PanelRow("depth", "map", depth, mask, {"direct": depth * 1.1, "seg_to_depth": None},
                      unit="m")]
+    normal = rng.normal(size=(24, 48, 3))
+    normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
+    rows.append(PanelRow("normal", "vector", normal, mask, {"direct": -normal,
+                                                             "depth_to_normal": normal}))
     panel = sample_panel(tmp_path / "p.png", rng.uniform(0, 1, (24, 48, 3)), rows, NAMES)
     chart = iou_bar_chart(tmp_path / "c.png", NAMES, [0.9, 0.5, None, 0.1, 0.8, 0.0, 0.3])
     for path in (panel, chart):

@@ -30,21 +30,39 @@ from xtask_mt.errors import ConfigError
 from xtask_mt.losses import ConsistencyTerm, TaskObjective
 from xtask_mt.metrics import MetricCollection
 from xtask_mt.models import CrossTaskModel, ResNetEncoder, TransferEdge
-from xtask_mt.tasks import edge_name, get_task
+from xtask_mt.tasks import Task, edge_name, get_task
 from xtask_mt.weighting import TaskWeighting
 
 # keys of a weighting config that are not arguments of its class
 _WEIGHTING_SETTINGS = ("name", "lr")
 
 
+_DATASETS: dict[str, type] = {"synthetic": SyntheticScenes, "cityscapes": Cityscapes,
+                              "nyuv2": NYUv2}
+
+
+def check_dataset_tasks(cfg: DictConfig) -> None:
+    """Every task's ground truth must be among the samples the dataset gives."""
+    kind = _DATASETS.get(str(cfg.dataset.name))
+    for task in cfg.model.tasks:
+        missing = set(get_task(task).sample_keys) - set(getattr(kind, "provides", ()))
+        if kind is not None and missing:
+            raise ConfigError(f"model.tasks has {task!r} but dataset={cfg.dataset.name} has no "
+                              f"{'/'.join(sorted(missing))} ground truth; drop the task or pick "
+                              "a dataset that has it")
+
+
 def build_dataset(cfg: DictConfig, split: str) -> Dataset:
     """Dataset of `split` ('train', 'val', or 'test' where `dataset_splits` lists it)."""
     d = cfg.dataset
+    tasks = tuple(cfg.model.tasks)
+    check_dataset_tasks(cfg)
     if d.name == "synthetic":
         size = {"train": d.train_size, "val": d.val_size}.get(split, d.get("test_size"))
-        return SyntheticScenes(split, size=size, height=d.height, width=d.width, seed=d.seed)
+        return SyntheticScenes(split, size=size, height=d.height, width=d.width, seed=d.seed,
+                               normals="normal" in tasks)
     if d.name in ("cityscapes", "nyuv2"):
-        return _build_file_dataset(d, split, tuple(cfg.model.tasks))
+        return _build_file_dataset(d, split, tasks)
     raise ValueError(f"unknown dataset {d.name!r}")
 
 
@@ -66,6 +84,7 @@ def _build_file_dataset(d: DictConfig, split: str, tasks: tuple[str, ...]) -> Da
               "width": int(d.width)}
     if kind is Cityscapes:
         return Cityscapes(root, split, num_classes=int(d.num_classes), **common)
+    common["normals"] = "normal" in tasks
     if int(d.num_classes) != len(NYUV2_CLASS_NAMES):
         raise ValueError(f"NYUv2 has 13 classes; got dataset.num_classes={d.num_classes}")
     return NYUv2(root, split, **common)
@@ -138,9 +157,11 @@ def build_model(cfg: DictConfig, num_classes: int) -> CrossTaskModel:
     edges = [TransferEdge(edge_name(source, target), source, target, heads[source],
                           heads[target], get_task(source).transfer_input)
              for source, target in transfer_edges(cfg)]
+    activations = {task: get_task(task).head_activation for task in m.tasks
+                   if type(get_task(task)).head_activation is not Task.head_activation}
     return CrossTaskModel(encoder, heads, edges, transfer_batch_norm=bool(m.transfer.batch_norm),
                           transfer_wider=bool(m.transfer.wider),
-                          decoder_width=int(m.decoder_width))
+                          decoder_width=int(m.decoder_width), activations=activations)
 
 
 def _loss_choice(cfg: DictConfig, group: str, default: str) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from xtask_mt.config.build import build_weighting, transfer_edges
+from xtask_mt.config.build import build_weighting, check_dataset_tasks, transfer_edges
 from xtask_mt.errors import ConfigError
 from xtask_mt.models.encoder import ENCODER_DEPTHS
 from xtask_mt.runtime.distributed import STRATEGIES
@@ -64,6 +64,7 @@ def validate_config(cfg: DictConfig) -> None:
     for key in ("dataset.height", "dataset.width"):
         _check(cfg, key, _positive_multiple_of_32,
                "a positive integer divisible by 32 (the encoder downsamples 32x)")
+    check_dataset_tasks(cfg)
     _check(cfg, "dataset.batch_size", _int_at_least(1), "an integer >= 1")
     _check(cfg, "dataset.num_workers", _int_at_least(0), "an integer >= 0")
     if cfg.dataset.name == "synthetic":

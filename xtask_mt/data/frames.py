@@ -29,6 +29,7 @@ class FrameDataset(Dataset, ABC):
     """
 
     name: str = ""
+    provides: tuple[str, ...] = ("seg", "depth", "depth_mask")  # sample keys it can give
     depth_unit: str = ""
     depth_target: str = "depth"  # 'depth' (nearer = smaller) or 'disparity' (nearer = larger)
     decoder_version: int = 1     # bump when decoding changes, so caches are prepared again
@@ -92,4 +93,5 @@ class FrameDataset(Dataset, ABC):
         image = frame["image"]
         if image.dtype == np.uint8:
             image = image.astype(np.float32) / 255.0
-        return make_sample(image, frame["seg"], frame["depth"], frame["depth_mask"])
+        return make_sample(image, frame["seg"], frame["depth"], frame["depth_mask"],
+                           frame.get("normal"))

@@ -3,6 +3,8 @@
     <root>/<split>/image/<i>.npy   HxWx3 float in [0, 1]
     <root>/<split>/label/<i>.npy   HxW class ids 0..12, -1 = ignore
     <root>/<split>/depth/<i>.npy   HxWx1 (or HxW) metres, 0 = invalid
+    <root>/<split>/normal/<i>.npy  HxWx3 surface normals in [-1, 1], 0 = invalid (read only
+                                   with `normals=True`, i.e. when the normal task is on)
 """
 
 from __future__ import annotations
@@ -40,26 +42,31 @@ class NYUv2(FrameDataset):
     """One split of preprocessed NYUv2 at (height, width)."""
 
     name = "nyuv2"
+    provides = ("seg", "depth", "depth_mask", "normal")
     depth_unit = "m"
     depth_target = "depth"
 
     def __init__(self, root: str | Path, split: str, height: int = 288, width: int = 384,
-                 **kwargs: Any) -> None:
+                 normals: bool = False, **kwargs: Any) -> None:
+        self.normals = normals
         super().__init__(root, split, height, width, NYUV2_CLASS_NAMES, **kwargs)
+
+    def cache_name(self) -> str:
+        return super().cache_name() + ("-normals" if self.normals else "")
 
     def _index(self) -> list[tuple[Path, ...]]:
         require_dir(self.root, "NYUv2 root (dataset.root)", DOWNLOAD_HINT)
+        subdirs = (*_SUBDIRS, "normal") if self.normals else _SUBDIRS
         dirs = [require_dir(self.root / self.split / sub, f"NYUv2 {self.split} {sub} folder",
-                            DOWNLOAD_HINT) for sub in _SUBDIRS]
+                            DOWNLOAD_HINT) for sub in subdirs]
         files = []
         for image in sorted(dirs[0].glob("*.npy"), key=_order):
-            label = require_file(dirs[1] / image.name, f"label file of {image}")
-            depth = require_file(dirs[2] / image.name, f"depth file of {image}")
-            files.append((image, label, depth))
+            files.append((image, *(require_file(d / image.name, f"{sub} file of {image}")
+                                   for d, sub in zip(dirs[1:], subdirs[1:], strict=True))))
         return files
 
     def decode(self, index: int) -> Frame:
-        image_path, label_path, depth_path = self.files[index]
+        image_path, label_path, depth_path, *normal_path = self.files[index]
         image = read_npy(image_path)
         if image.ndim != 3 or image.shape[2] != 3:
             raise DatasetError(f"{image_path}: image has shape {image.shape}; expected HxWx3")
@@ -85,5 +92,20 @@ class NYUv2(FrameDataset):
         if size != (h, w):
             image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
         depth = resize_nearest(depth, h, w)
-        return {"image": np.clip(image, 0.0, 1.0), "seg": resize_nearest(label, h, w).astype(
+        frame = {"image": np.clip(image, 0.0, 1.0), "seg": resize_nearest(label, h, w).astype(
             np.int8), "depth": depth, "depth_mask": depth > 0}
+        if normal_path:
+            # nearest-neighbour copies whole vectors, so resizing keeps them unit length
+            frame["normal"] = resize_nearest(_read_normals(normal_path[0], size), h, w)
+        return frame
+
+
+def _read_normals(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """HxWx3 float32 unit vectors (zeros stay zeros: invalid); errors name the file."""
+    normal = read_npy(path)
+    check_shape(path, normal, (*size, 3), f"normals (HxWx3) of the {size} image")
+    normal = normal.astype(np.float32)
+    if not np.isfinite(normal).all() or np.abs(normal).max(initial=0.0) > 1.01:
+        raise DatasetError(f"{path}: normal components must be finite and in [-1, 1]")
+    length = np.linalg.norm(normal, axis=-1, keepdims=True)
+    return np.where(length > 1e-3, normal / np.maximum(length, 1e-3), 0.0).astype(np.float32)

@@ -1,12 +1,15 @@
-"""Procedural street scenes whose segmentation and depth agree with each other.
+"""Procedural street scenes whose segmentation, depth and surface normals agree.
 
 Geometry: a camera above a ground plane. Ground depth grows towards the horizon
 (depth = K / (row - horizon)), the sky is far, and every object stands on the ground at
 its own depth, so its base row is where the ground has that depth. Objects are painted
 far to near. Colour depends on class, fades into haze with distance, and carries noise.
 Depth is given in far-plane units (metres / 20, so the sky is 1.0), close to the range of
-the Cityscapes disparity target. Each scene is a pure function of (seed, split, index), so
-the dataset is deterministic and needs no files.
+the Cityscapes disparity target. Surface normals follow the same geometry, in the camera
+frame (x right, y up, z towards the camera): the ground faces up (0, 1, 0), every object is
+a billboard facing the camera (0, 0, 1), and the sky (and the unlabelled bonnet) has none.
+Each scene is a pure function of (seed, split, index), so the dataset is deterministic and
+needs no files.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ FLAT, CONSTRUCTION, OBJECT, NATURE, SKY, HUMAN, VEHICLE = range(7)
 MAX_DEPTH = 20.0
 _HAZE = np.array([0.75, 0.78, 0.82], dtype=np.float32)
 _SPLIT_IDS = {TRAIN: 0, VAL: 1, TEST: 2}
+UP = np.array([0.0, 1.0, 0.0], np.float32)
+FACING = np.array([0.0, 0.0, 1.0], np.float32)
+NO_NORMAL = np.zeros(3, np.float32)
 
 
 class _Canvas:
@@ -35,9 +41,11 @@ class _Canvas:
         self.image = np.zeros((height, width, 3), np.float32)
         self.seg = np.zeros((height, width), np.int64)
         self.depth = np.zeros((height, width), np.float32)
+        self.normal = np.zeros((height, width, 3), np.float32)
 
     def paint(self, mask: np.ndarray, cls: int, colour: np.ndarray, depth: float | np.ndarray,
-              rng: np.random.Generator, texture: float = 0.05) -> None:
+              rng: np.random.Generator, texture: float = 0.05,
+              normal: np.ndarray = FACING) -> None:
         """Paint `mask` with a class colour faded by depth plus per-pixel texture noise."""
         d = np.broadcast_to(depth, mask.shape)[mask]
         haze = np.clip(d / MAX_DEPTH, 0.0, 1.0)[:, None] * 0.6
@@ -45,6 +53,7 @@ class _Canvas:
         self.image[mask] = (1 - haze) * colour + haze * _HAZE + noise
         self.seg[mask] = cls
         self.depth[mask] = d
+        self.normal[mask] = normal
 
 
 def _rect(h: int, w: int, top: float, bottom: float, left: float, right: float) -> np.ndarray:
@@ -58,8 +67,9 @@ def _ellipse(h: int, w: int, cy: float, cx: float, ry: float, rx: float) -> np.n
 
 
 def render_scene(height: int, width: int, rng: np.random.Generator
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Return (image HxWx3 in [0,1], labels HxW, depth HxW, depth validity HxW)."""
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return (image HxWx3 in [0,1], labels HxW, depth HxW, depth validity HxW, normals
+    HxWx3 with zeros where there is none)."""
     c = _Canvas(height, width)
     horizon = rng.uniform(0.35, 0.5) * height
     k = rng.uniform(1.0, 1.4) * height  # ground depth = k / (row - horizon)
@@ -71,9 +81,9 @@ def render_scene(height: int, width: int, rng: np.random.Generator
     sky = np.broadcast_to(rows < horizon, (height, width))
     sky_colour = np.array([0.45, 0.65, 0.95], np.float32) + rng.normal(0, 0.05, 3).astype(
         np.float32)
-    c.paint(sky, SKY, sky_colour, MAX_DEPTH, rng, texture=0.02)
+    c.paint(sky, SKY, sky_colour, MAX_DEPTH, rng, texture=0.02, normal=NO_NORMAL)
     ground_colour = np.array([0.35, 0.35, 0.38], np.float32) * rng.uniform(0.8, 1.2)
-    c.paint(~sky, FLAT, ground_colour, ground_depth, rng, texture=0.04)
+    c.paint(~sky, FLAT, ground_colour, ground_depth, rng, texture=0.04, normal=UP)
 
     def base_row(depth: float) -> float:
         return horizon + k / depth
@@ -135,26 +145,31 @@ def render_scene(height: int, width: int, rng: np.random.Generator
         bonnet = _ellipse(h, w, h * 1.05, w / 2, h * rng.uniform(0.08, 0.15), w * 0.6)
         image[bonnet] = np.array([0.1, 0.1, 0.12], np.float32)
         c.seg[bonnet] = IGNORE_INDEX
+        c.normal[bonnet] = NO_NORMAL
         valid &= ~bonnet
     depth = np.where(valid, c.depth / MAX_DEPTH, 0.0).astype(np.float32)
-    return image, c.seg, depth, valid
+    return image, c.seg, depth, valid, c.normal
 
 
 class SyntheticScenes(Dataset):
     """`size` deterministic synthetic scenes of one split (7 classes, depth in far-plane units)."""
 
+    name = "synthetic"
     class_names = CLASS_NAMES
     num_classes = len(CLASS_NAMES)
     depth_unit = "far-plane units"
 
+    provides = ("seg", "depth", "depth_mask", "normal")
+
     def __init__(self, split: str = "train", size: int = 64, height: int = 64, width: int = 128,
-                 seed: int = 0) -> None:
+                 seed: int = 0, normals: bool = False) -> None:
         if split not in _SPLIT_IDS:
             raise ValueError(f"split must be one of {sorted(_SPLIT_IDS)}, got {split!r}")
         if size < 1 or height < 1 or width < 1:
             raise ValueError(f"size, height and width must be positive, got {size}, {height}, "
                              f"{width}")
         self.split, self.size, self.height, self.width, self.seed = split, size, height, width, seed
+        self.normals = normals
 
     def __len__(self) -> int:
         return self.size
@@ -163,5 +178,5 @@ class SyntheticScenes(Dataset):
         if not 0 <= index < self.size:
             raise IndexError(index)
         rng = np.random.default_rng([self.seed, _SPLIT_IDS[self.split], index])
-        image, seg, depth, valid = render_scene(self.height, self.width, rng)
-        return make_sample(image, seg, depth, valid)
+        image, seg, depth, valid, normal = render_scene(self.height, self.width, rng)
+        return make_sample(image, seg, depth, valid, normal if self.normals else None)

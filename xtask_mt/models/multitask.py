@@ -30,7 +30,8 @@ class TransferEdge:
 
 
 class CrossTaskModel(nn.Module):
-    """Encoder + a U-Net decoder per head + a TaskTransferNet per edge.
+    """Encoder + a U-Net decoder per head (its output passed through the head's activation,
+    if it has one) + a TaskTransferNet per edge.
 
     forward() returns a dict: each head's direct prediction under its task name and, unless
     `with_transfer=False`, each edge's transferred prediction under the edge name. Decoders
@@ -39,7 +40,9 @@ class CrossTaskModel(nn.Module):
 
     def __init__(self, encoder: ResNetEncoder, heads: Mapping[str, int],
                  edges: Sequence[TransferEdge] = (), transfer_batch_norm: bool = False,
-                 transfer_wider: bool = False, decoder_width: int = 128) -> None:
+                 transfer_wider: bool = False, decoder_width: int = 128,
+                 activations: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None
+                 ) -> None:
         super().__init__()
         if not heads:
             raise ValueError("the model needs at least one task head")
@@ -49,6 +52,7 @@ class CrossTaskModel(nn.Module):
                 raise ValueError(f"transfer edge {edge.name} needs the heads {sorted(missing)}, "
                                  f"which the model lacks (tasks {list(heads)})")
         self.tasks = tuple(heads)
+        self.activations = dict(activations or {})  # per head, e.g. unit vectors for normals
         self.encoder = encoder
         self.decoders = nn.ModuleDict({task: UNetDecoder(encoder.channels, channels,
                                                          decoder_width)
@@ -61,6 +65,8 @@ class CrossTaskModel(nn.Module):
     def forward(self, image: torch.Tensor, with_transfer: bool = True) -> dict[str, torch.Tensor]:
         features = self.encoder(image)
         out = {task: decoder(features) for task, decoder in self.decoders.items()}
+        for task, activation in self.activations.items():
+            out[task] = activation(out[task])
         if with_transfer:
             for edge in self.edges:
                 out[edge.name] = getattr(self, edge.name)(edge.prepare(out[edge.source]))

@@ -36,7 +36,7 @@ class Task(ABC):
     consistency_losses: tuple[str, ...]  # choices of loss/t<name>, for edges into this task
     consistency_options: tuple[str, ...] = ()  # keys of cfg.loss its consistency losses take
     headline_metrics: tuple[str, ...] = ()  # what Delta_m compares by default
-    draw: Literal["labels", "map"] = "map"  # class maps (palette) or scalar maps (colour map)
+    draw: Literal["labels", "map", "vector"] = "map"  # class ids, scalar values, unit vectors
     # the evaluation report: section title, (metric, label, shown in %) rows, a note under
     # them, whether the dataset's unit applies, and how a consistency figure reads
     title: str = ""
@@ -66,6 +66,10 @@ class Task(ABC):
     @abstractmethod
     def metric_directions(self) -> Mapping[str, bool]:
         """Metric name -> True where higher is better; `consistency` for its edges."""
+
+    def head_activation(self, raw: torch.Tensor) -> torch.Tensor:
+        """The prediction from its head's raw output: the output itself."""
+        return raw
 
     def transfer_input(self, pred: torch.Tensor) -> torch.Tensor:
         """What a transfer net out of this task receives: the prediction itself."""

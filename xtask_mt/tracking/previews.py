@@ -23,7 +23,7 @@ class TaskPreview:
     """One task of one sample: `layers` by name (direct, an edge name, ground_truth); HxW
     class ids (unlabelled = the sample's void id) or HxWx3 uint8 colour images."""
 
-    kind: Literal["labels", "map"]
+    kind: Literal["labels", "map", "vector"]
     layers: dict[str, np.ndarray]
 
 
@@ -47,6 +47,14 @@ def colour_depth(depth: np.ndarray, lo: float, hi: float,
     return rgb
 
 
+def vector_rgb(vectors: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """HxWx3 unit vectors -> HxWx3 uint8 RGB of (n + 1) / 2 (invalid pixels black)."""
+    rgb = np.round((np.clip(vectors, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+    if valid is not None:
+        rgb[~valid] = 0
+    return rgb
+
+
 def _task_preview(task: str, outputs: Mapping[str, torch.Tensor],
                   batch: Mapping[str, torch.Tensor], edges: Sequence[str], i: int,
                   void_id: int) -> TaskPreview:
@@ -61,6 +69,10 @@ def _task_preview(task: str, outputs: Mapping[str, torch.Tensor],
         layers = {name: m.astype(np.int64) for name, m in layers.items()}
         layers["ground_truth"] = np.where(valid, truth, void_id).astype(np.int64)
         return TaskPreview("labels", layers)
+    if spec.draw == "vector":
+        layers = {name: vector_rgb(m) for name, m in layers.items()}
+        layers["ground_truth"] = vector_rgb(truth, valid)
+        return TaskPreview("vector", layers)
     lo, hi = (float(truth[valid].min()), float(truth[valid].max())) if valid.any() else (0., 1.)
     layers = {name: colour_depth(m, lo, hi) for name, m in layers.items()}
     layers["ground_truth"] = colour_depth(truth, lo, hi, valid)

@@ -63,7 +63,7 @@ class PanelRow:
     `kind` says how to draw it: class ids in the palette, or values on one colour scale."""
 
     task: str
-    kind: Literal["labels", "map"]
+    kind: Literal["labels", "map", "vector"]
     truth: np.ndarray
     valid: np.ndarray
     predictions: dict[str, np.ndarray | None] = field(default_factory=dict)
@@ -83,6 +83,33 @@ def _label_row(axes: Sequence[plt.Axes], row: PanelRow, colours: np.ndarray) -> 
             _not_predicted(ax)
         else:
             ax.imshow(colourise(labels, colours), interpolation="nearest")
+
+
+def _vector_row(fig: plt.Figure, axes: Sequence[plt.Axes], row: PanelRow) -> None:
+    """Unit vectors as RGB of (n + 1) / 2; the direct prediction's angular error last."""
+    cells = [("ground truth (black: invalid)", row.truth, row.valid), *(
+        (name, values, None) for name, values in row.predictions.items())]
+    for ax, (name, values, valid) in zip(axes, cells, strict=False):
+        ax.set_title(f"{row.task}: {name}", fontsize=9)
+        if values is None:
+            _not_predicted(ax)
+            continue
+        rgb = (np.clip(values, -1.0, 1.0) + 1.0) / 2.0
+        if valid is not None:
+            rgb = np.where(valid[..., None], rgb, 0.0)
+        ax.imshow(rgb, interpolation="nearest")
+    direct = row.predictions.get("direct")
+    ax = axes[len(cells)]
+    ax.set_title(f"angle(direct, ground truth) (grey: no {row.task})", fontsize=9)
+    if direct is None:
+        _not_predicted(ax)
+        return
+    unit = direct / np.maximum(np.linalg.norm(direct, axis=-1, keepdims=True), 1e-6)
+    cosine = np.clip((unit * row.truth).sum(-1), -1.0, 1.0)
+    angle = np.ma.masked_where(~row.valid, np.degrees(np.arccos(cosine)))
+    cm = plt.get_cmap(ERROR_CMAP).with_extremes(bad="lightgrey")
+    err_im = ax.imshow(angle, cmap=cm, vmin=0.0, vmax=90.0, interpolation="nearest")
+    fig.colorbar(err_im, ax=ax, shrink=0.9, label="angular error [deg]")
 
 
 def _map_row(fig: plt.Figure, axes: Sequence[plt.Axes], row: PanelRow) -> None:
@@ -123,9 +150,9 @@ def _map_row(fig: plt.Figure, axes: Sequence[plt.Axes], row: PanelRow) -> None:
 def sample_panel(path: Path, image: np.ndarray, rows: Sequence[PanelRow],
                  class_names: Sequence[str], title: str = "") -> Path:
     """Write one sample's panel: the image, then a row per task with its ground truth, its
-    direct and transferred predictions and, for value maps, the direct error."""
+    direct and transferred predictions and, for value and vector maps, the direct error."""
     colours = palette(class_names)
-    width = max([len(r.predictions) + 1 + (r.kind == "map") for r in rows] + [1]) + 1
+    width = max([len(r.predictions) + 1 + (r.kind != "labels") for r in rows] + [1]) + 1
     fig, axes = plt.subplots(max(len(rows), 1), width, figsize=(3.5 * width, 2.6 * len(rows)),
                              constrained_layout=True, squeeze=False)
     for ax in axes.flat:
@@ -135,6 +162,8 @@ def sample_panel(path: Path, image: np.ndarray, rows: Sequence[PanelRow],
     for r, row in enumerate(rows):
         if row.kind == "labels":
             _label_row(axes[r, 1:], row, colours)
+        elif row.kind == "vector":
+            _vector_row(fig, axes[r, 1:], row)
         else:
             _map_row(fig, axes[r, 1:], row)
     if any(row.kind == "labels" for row in rows):

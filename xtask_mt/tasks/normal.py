@@ -1,0 +1,81 @@
+"""Surface normals: a 3-channel head normalised to unit vectors per pixel, cosine or L1
+losses, angular metrics; a horizontal flip negates the x component."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from xtask_mt.data.transforms import FieldRule
+from xtask_mt.losses.normal import NORMAL_LOSSES, normal_loss
+from xtask_mt.metrics.normal import NormalMetrics
+from xtask_mt.sample import valid_normals
+from xtask_mt.tasks.base import Batch, ConsistencyLoss, DirectLoss, Task
+
+_MIRROR_X = np.array([-1.0, 1.0, 1.0], np.float32)
+
+
+def _flip_normals(normal: np.ndarray) -> np.ndarray:
+    """Mirror an HxWx3 normal map left-right: the x component changes sign, y and z do not."""
+    return np.ascontiguousarray(normal[:, ::-1] * _MIRROR_X)
+
+
+class Normal(Task):
+    name = "normal"
+    sample_keys = ("normal",)
+    direct_losses = tuple(NORMAL_LOSSES)
+    consistency_losses = tuple(NORMAL_LOSSES)
+    headline_metrics = ("normal_mean", "normal_median", "normal_within_11", "normal_within_22",
+                        "normal_within_30")
+    draw = "vector"
+    title = "surface normals (degrees)"
+    report_rows = (("normal_mean", "mean angle", False), ("normal_median", "median angle", False),
+                   ("normal_median_legacy", "median, legacy per-batch mean", False),
+                   ("normal_within_11", "within 11.25 deg (%)", True),
+                   ("normal_within_22", "within 22.5 deg (%)", True),
+                   ("normal_within_30", "within 30 deg (%)", True))
+    consistency_label = ("mean angle to direct (deg)", False)
+
+    def out_channels(self, num_classes: int) -> int:
+        return 3
+
+    def head_activation(self, raw: torch.Tensor) -> torch.Tensor:
+        """Unit vectors per pixel."""
+        return F.normalize(raw, dim=1, eps=1e-6)
+
+    def direct_loss(self, name: str) -> DirectLoss:
+        if name not in NORMAL_LOSSES:
+            raise ValueError(f"unknown normal loss {name!r}; choose one of "
+                             f"{sorted(NORMAL_LOSSES)}")
+        return lambda pred, batch: normal_loss(name, pred, batch["normal"],
+                                               valid_normals(batch["normal"]))
+
+    def consistency_loss(self, name: str, **options: Any) -> ConsistencyLoss:
+        if name not in NORMAL_LOSSES:
+            raise ValueError(f"unknown transferred normal loss {name!r}; choose one of "
+                             f"{sorted(NORMAL_LOSSES)}")
+        return lambda transferred, direct, batch: normal_loss(
+            name, transferred, direct, valid_normals(batch["normal"]))
+
+    def metrics(self, num_classes: int, device: torch.device | str,
+                edges: Sequence[str]) -> NormalMetrics:
+        return NormalMetrics(device, edges)
+
+    @property
+    def metric_directions(self) -> Mapping[str, bool]:
+        return {**NormalMetrics.HIGHER_IS_BETTER,
+                "consistency": NormalMetrics.CONSISTENCY_HIGHER_IS_BETTER}
+
+    def field_rules(self, depth_scaling: str) -> dict[str, FieldRule]:
+        return {"normal": FieldRule(flip=_flip_normals)}  # a zoom keeps directions
+
+    def prediction_map(self, pred: torch.Tensor) -> np.ndarray:
+        return pred.float().permute(0, 2, 3, 1).cpu().numpy()
+
+    def truth_map(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        normal = batch["normal"]
+        return normal.permute(0, 2, 3, 1).cpu().numpy(), valid_normals(normal).cpu().numpy()
