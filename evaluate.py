@@ -17,7 +17,8 @@ def main(cfg: DictConfig) -> None:
             device=cfg.device, progress_bar=cfg.progress_bar, panels=int(cfg.panels),
             save_predictions=bool(cfg.save_predictions), last_k=int(cfg.last_k),
             baselines=list(cfg.baselines),
-            latency=OmegaConf.to_container(cfg.latency) if cfg.measure_latency else None))
+            latency=OmegaConf.to_container(cfg.latency) if cfg.measure_latency else None,
+            energy=bool(cfg.energy)))
     print(format_report(result))
 
 

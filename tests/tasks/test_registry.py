@@ -85,6 +85,12 @@ class Shade(Task):
     def metric_directions(self) -> Mapping[str, bool]:
         return {"shade_mse": False, "consistency": False}
 
+    def disagreement(self, transferred: torch.Tensor, direct: torch.Tensor) -> torch.Tensor:
+        return (transferred.float() - direct.float()).abs().sum(dim=1)
+
+    def image_errors(self, pred: torch.Tensor, batch) -> torch.Tensor:
+        return ((pred.float() - batch["shade"]) ** 2).mean(dim=(1, 2, 3))
+
     def prediction_map(self, pred: torch.Tensor) -> np.ndarray:
         return pred[:, 0].float().cpu().numpy()
 

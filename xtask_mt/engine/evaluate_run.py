@@ -31,13 +31,14 @@ from xtask_mt.config.build import (
     resolve_device,
     with_transfer_edges,
 )
-from xtask_mt.data.splits import SELECTION_SPLIT
+from xtask_mt.data.splits import SELECTION_SPLIT, TRAIN
 from xtask_mt.engine.checkpoint import (
     CheckpointError,
     check_model_spec,
     load_checkpoint,
     write_json_atomic,
 )
+from xtask_mt.engine.energy import edge_means, energy_map, spearman
 from xtask_mt.engine.latency import measure_latency
 from xtask_mt.engine.loops import evaluate
 from xtask_mt.engine.trainer import model_spec
@@ -112,12 +113,26 @@ def last_k_mean(run_dir: Path, k: int) -> dict[str, Any]:
 @dataclass
 class _Collected:
     """Outputs of one pass: the figures (metrics and mean loss terms), the accumulator they
-    came from, the first samples for panels, and all predictions as maps (by output key)."""
+    came from, the first samples for panels, all predictions as maps (by output key) and,
+    with the consistency energy, each image's energy and each task's per-image error."""
 
     metrics: MetricCollection
     figures: dict[str, float] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
     predictions: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    energy: list[float] = field(default_factory=list)
+    errors: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """What a pass keeps besides the metrics: `samples` panels (value maps in `unit`), all
+    predictions, and the energy when given its edge normalisers."""
+
+    samples: int = 0
+    predictions: bool = False
+    unit: str = ""
+    normalisers: dict[str, float] | None = None
 
 
 def _as_maps(model: nn.Module, out: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -144,23 +159,34 @@ def _panel_rows(model: nn.Module, batch: dict[str, torch.Tensor], maps: dict[str
 
 
 def predict(model: nn.Module, loader: Any, objective: TaskObjective, metrics: MetricCollection,
-            options: StepOptions, num_samples: int = 0, keep_predictions: bool = False,
-            progress_bar: bool = True, unit: str = "") -> _Collected:
+            options: StepOptions, wanted: _Wanted, progress_bar: bool = True) -> _Collected:
     """One evaluation pass (the training loop's own), keeping what panels and files need."""
     collected = _Collected(metrics)
 
     def keep(batch: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> None:
-        if not keep_predictions and len(collected.samples) >= num_samples:
+        energy = None
+        if wanted.normalisers is not None:
+            energy = energy_map(model, out, wanted.normalisers)
+            collected.energy += energy.mean(dim=(1, 2)).tolist()
+            for task in model.tasks:
+                collected.errors.setdefault(task, []).extend(
+                    get_task(task).image_errors(out[task], batch).tolist())
+        if not wanted.predictions and len(collected.samples) >= wanted.samples:
             return
         maps = _as_maps(model, out)
-        if keep_predictions:
+        if wanted.predictions:
             for key, value in maps.items():
                 collected.predictions.setdefault(key, []).append(value)
         for i in range(batch["image"].shape[0]):
-            if len(collected.samples) >= num_samples:
+            if len(collected.samples) >= wanted.samples:
                 break
+            rows = _panel_rows(model, batch, maps, i, wanted.unit)
+            if energy is not None:
+                heat = energy[i].float().cpu().numpy()
+                rows.append(PanelRow("consistency energy", "heat", heat, np.ones_like(
+                    heat, dtype=bool)))
             collected.samples.append({"image": denormalise_image(batch["image"][i]),
-                                      "rows": _panel_rows(model, batch, maps, i, unit)})
+                                      "rows": rows})
 
     collected.figures = evaluate(model, loader, objective, metrics, options,
                                  description="evaluate", progress_bar=progress_bar,
@@ -194,8 +220,9 @@ def _none_for_nan(values: Sequence[float]) -> list[float | None]:
 @dataclass(frozen=True)
 class EvalOptions:
     """Where evaluate_run runs and what it adds to the metrics: `panels` sample figures, all
-    predictions, the mean of the last k epochs, Delta_m against `baselines`, and `latency`
-    ({"warmup": n, "iters": n}) when given."""
+    predictions, the mean of the last k epochs, Delta_m against `baselines`, `latency`
+    ({"warmup": n, "iters": n}) when given, and the consistency energy with its correlation
+    to each task's per-image error."""
 
     device: str = "auto"
     progress_bar: bool = True
@@ -204,6 +231,30 @@ class EvalOptions:
     last_k: int = 0
     baselines: Sequence[str | Path] = ()
     latency: dict[str, int] | None = None
+    energy: bool = False
+
+
+def _energy_normalisers(cfg: DictConfig, model: nn.Module, options: StepOptions,
+                        progress_bar: bool) -> dict[str, float]:
+    """Each edge's mean disagreement over the training split, seen without augmentation."""
+    if not model.edges:
+        raise EvaluationError("energy=true needs transfer nets: this model has no "
+                              "model.transfer.edges")
+    plain = OmegaConf.merge(cfg, {"dataset": {"augment": {"enabled": False}}}) \
+        if "augment" in cfg.dataset else cfg
+    loader = build_loader(plain, build_dataset(plain, TRAIN), train=False)
+    return edge_means(model, loader, options, progress_bar)
+
+
+def _energy_result(path: Path, collected: _Collected,
+                   normalisers: dict[str, float]) -> dict[str, Any]:
+    """Spearman correlation of per-image energy with each task's per-image error; the
+    per-image values go to `path`."""
+    energy = np.asarray(collected.energy)
+    write_json_atomic(path, {"energy": collected.energy, "errors": collected.errors})
+    return {"normalisers": normalisers, "mean": float(energy.mean()), "images": len(energy),
+            "spearman": {task: spearman(energy, np.asarray(errors))
+                         for task, errors in collected.errors.items()}, "file": str(path)}
 
 
 def evaluate_run(run: str | Path | None = None, ckpt: str | Path | None = None,
@@ -230,10 +281,13 @@ def evaluate_run(run: str | Path | None = None, ckpt: str | Path | None = None,
     model.load_state_dict(payload["model"])
     model.to(dev)
 
+    options = StepOptions(dev)
+    normalisers = _energy_normalisers(cfg, model, options, o.progress_bar) if o.energy \
+        else None
     collected = predict(model, loader, build_objective(cfg),
-                        build_metrics(cfg, num_classes, dev), StepOptions(dev),
-                        num_samples=o.panels, keep_predictions=o.save_predictions,
-                        progress_bar=o.progress_bar, unit=getattr(dataset, "depth_unit", ""))
+                        build_metrics(cfg, num_classes, dev), options,
+                        _Wanted(o.panels, o.save_predictions, getattr(dataset, "depth_unit", ""),
+                                normalisers), progress_bar=o.progress_bar)
     class_names = list(getattr(dataset, "class_names", [str(i) for i in range(num_classes)]))
     out_dir = run_dir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -261,6 +315,9 @@ def evaluate_run(run: str | Path | None = None, ckpt: str | Path | None = None,
         result["predictions"] = str(path)
     if last is not None:
         result["last_k"] = last
+    if normalisers is not None:
+        result["energy"] = _energy_result(out_dir / f"energy_{split}.json", collected,
+                                          normalisers)
     if baseline_runs:
         own = {k.split("/", 1)[1]: v for k, v in result["metrics"].items()}
         compared = delta_m.headline_metrics(model.tasks)

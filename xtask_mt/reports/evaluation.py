@@ -49,6 +49,11 @@ def format_report(result: dict[str, Any]) -> str:
             label, pct = target.consistency_label
             edge = key.removeprefix("consistency_").replace("_to_", "->")
             lines.append(f"  {edge + ': ' + label:<{_WIDTH - 2}}{_value(m[key], pct)}")
+    if "energy" in result:
+        e = result["energy"]
+        lines += ["", f"consistency energy over {e['images']} images (mean {e['mean']:.3f}): "
+                      "Spearman correlation with each task's per-image error"]
+        lines += [f"  {task:<{_WIDTH - 2}}{rho:+10.3f}" for task, rho in e["spearman"].items()]
     if "last_k" in result:
         lk = result["last_k"]
         lines += ["", f"mean of the last {lk['k']} validated epochs {lk['epochs']} "

@@ -86,6 +86,15 @@ class Task(ABC):
         return {}
 
     @abstractmethod
+    def disagreement(self, transferred: torch.Tensor, direct: torch.Tensor) -> torch.Tensor:
+        """(N, H, W) per-pixel disagreement of a transferred prediction into this task with
+        the direct one, needing no ground truth (the terms of the consistency energy)."""
+
+    @abstractmethod
+    def image_errors(self, pred: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """(N,) error of each image's prediction (NaN for an image without ground truth)."""
+
+    @abstractmethod
     def prediction_map(self, pred: torch.Tensor) -> np.ndarray:
         """(N, H, W[, k]) array to draw or save: class ids, or the predicted values."""
 

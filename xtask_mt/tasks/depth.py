@@ -62,6 +62,17 @@ class Depth(Task):
     def field_rules(self, depth_scaling: str) -> dict[str, FieldRule]:
         return {"depth": FieldRule(zoom=zoom_depth(depth_scaling))}
 
+    def disagreement(self, transferred: torch.Tensor, direct: torch.Tensor) -> torch.Tensor:
+        """Absolute difference of the depths."""
+        return (transferred.float() - direct.float()).abs()[:, 0]
+
+    def image_errors(self, pred: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Mean absolute error over each image's valid depth pixels."""
+        mask = batch["depth_mask"][:, 0]
+        err = (pred.double()[:, 0] - batch["depth"].double()[:, 0]).abs() * mask
+        counts = mask.sum(dim=(1, 2)).double()
+        return err.sum(dim=(1, 2)) / counts.where(counts > 0, float("nan"))
+
     def prediction_map(self, pred: torch.Tensor) -> np.ndarray:
         return pred[:, 0].float().cpu().numpy()
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from xtask_mt.data.transforms import FieldRule
 from xtask_mt.losses.normal import NORMAL_LOSSES, normal_loss
-from xtask_mt.metrics.normal import NormalMetrics
+from xtask_mt.metrics.normal import NormalMetrics, angular_error
 from xtask_mt.sample import valid_normals
 from xtask_mt.tasks.base import Batch, ConsistencyLoss, DirectLoss, Task
 
@@ -73,8 +73,20 @@ class Normal(Task):
     def field_rules(self, depth_scaling: str) -> dict[str, FieldRule]:
         return {"normal": FieldRule(flip=_flip_normals)}  # a zoom keeps directions
 
+    def disagreement(self, transferred: torch.Tensor, direct: torch.Tensor) -> torch.Tensor:
+        """Angle in degrees between the transferred and the direct normals."""
+        return angular_error(transferred, direct).float()
+
+    def image_errors(self, pred: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Mean angle over each image's valid pixels (degrees)."""
+        valid = valid_normals(batch["normal"])
+        angle = angular_error(pred, batch["normal"]) * valid
+        counts = valid.sum(dim=(1, 2)).double()
+        return angle.sum(dim=(1, 2)) / counts.where(counts > 0, float("nan"))
+
     def prediction_map(self, pred: torch.Tensor) -> np.ndarray:
-        return pred.float().permute(0, 2, 3, 1).cpu().numpy()
+        """HxWx3 unit vectors (a transfer net's raw output normalised like the head's)."""
+        return self.head_activation(pred.float()).permute(0, 2, 3, 1).cpu().numpy()
 
     def truth_map(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
         normal = batch["normal"]

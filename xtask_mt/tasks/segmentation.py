@@ -70,6 +70,18 @@ class Segmentation(Task):
         """The class map (argmax) of the detached logits."""
         return class_map(pred.detach())
 
+    def disagreement(self, transferred: torch.Tensor, direct: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the transferred logits at the direct class."""
+        return F.cross_entropy(transferred.float(), class_map(direct), reduction="none")
+
+    def image_errors(self, pred: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """1 - pixel accuracy over each image's labelled pixels."""
+        labels = batch["seg"]
+        labelled = labels != IGNORE_INDEX
+        right = (class_map(pred) == labels) & labelled
+        counts = labelled.sum(dim=(1, 2)).double()
+        return 1 - right.sum(dim=(1, 2)).double() / counts.where(counts > 0, float("nan"))
+
     def prediction_map(self, pred: torch.Tensor) -> np.ndarray:
         return class_map(pred, torch.int16).cpu().numpy()
 

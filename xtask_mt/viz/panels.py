@@ -60,10 +60,11 @@ def colourise(labels: np.ndarray, colours: np.ndarray) -> np.ndarray:
 class PanelRow:
     """One task of a sample: its ground truth (`truth`, valid where `valid`) and its
     predictions by name ("direct", and each transfer edge into it; None = not predicted).
-    `kind` says how to draw it: class ids in the palette, or values on one colour scale."""
+    `kind` says how to draw it: class ids in the palette, values on one colour scale, unit
+    vectors as RGB, or (`heat`) `truth` alone as a score map such as the energy."""
 
     task: str
-    kind: Literal["labels", "map", "vector"]
+    kind: Literal["labels", "map", "vector", "heat"]
     truth: np.ndarray
     valid: np.ndarray
     predictions: dict[str, np.ndarray | None] = field(default_factory=dict)
@@ -110,6 +111,16 @@ def _vector_row(fig: plt.Figure, axes: Sequence[plt.Axes], row: PanelRow) -> Non
     cm = plt.get_cmap(ERROR_CMAP).with_extremes(bad="lightgrey")
     err_im = ax.imshow(angle, cmap=cm, vmin=0.0, vmax=90.0, interpolation="nearest")
     fig.colorbar(err_im, ax=ax, shrink=0.9, label="angular error [deg]")
+
+
+def _heat_row(fig: plt.Figure, ax: plt.Axes, row: PanelRow) -> None:
+    """A per-pixel score with no ground truth (e.g. the consistency energy), on its own
+    scale up to its 99th percentile."""
+    ax.set_title(row.task, fontsize=9)
+    hi = float(np.percentile(row.truth, 99)) if row.truth.size else 1.0
+    image = ax.imshow(row.truth, cmap=ERROR_CMAP, vmin=0.0, vmax=max(hi, 1e-6),
+                      interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.9)
 
 
 def _map_row(fig: plt.Figure, axes: Sequence[plt.Axes], row: PanelRow) -> None:
@@ -164,6 +175,8 @@ def sample_panel(path: Path, image: np.ndarray, rows: Sequence[PanelRow],
             _label_row(axes[r, 1:], row, colours)
         elif row.kind == "vector":
             _vector_row(fig, axes[r, 1:], row)
+        elif row.kind == "heat":
+            _heat_row(fig, axes[r, 1], row)
         else:
             _map_row(fig, axes[r, 1:], row)
     if any(row.kind == "labels" for row in rows):
