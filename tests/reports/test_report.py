@@ -80,3 +80,28 @@ def test_cli_errors_clearly(tmp_path: Path, capsys) -> None:
     assert "is not a folder" in capsys.readouterr().err
     assert main([str(tmp_path)]) == 2
     assert "no jobs under" in capsys.readouterr().err
+
+
+def test_the_table_shows_the_headline_metrics_of_the_tasks_the_jobs_have():
+    from xtask_mt.reports.sweep import JobRecord, markdown_table
+
+    two = {"val/miou": 0.5, "val/pixacc": 0.9, "val/abs_err": 0.2, "val/abs_rel": 0.3}
+    three = {**two, "val/normal_mean": 21.0, "val/normal_median": 11.0,
+             "val/normal_within_11": 0.5, "val/normal_within_22": 0.7,
+             "val/normal_within_30": 0.8}
+    header = markdown_table([JobRecord("0", "finished", best=two, final=two)],
+                            "val/miou").splitlines()[2]
+    assert "best val/abs_rel" in header and "normal" not in header
+    header = markdown_table([JobRecord("0", "finished", best=two, final=two),
+                             JobRecord("1", "finished", best=three, final=three)],
+                            "val/miou").splitlines()[2]
+    assert "best val/normal_median" in header and "final val/normal_within_30" in header
+
+
+def test_delta_m_compares_nine_metrics_for_three_tasks_with_their_directions():
+    from xtask_mt.reports.delta_m import headline_metrics
+
+    metrics = headline_metrics(("seg", "depth", "normal"))
+    assert len(metrics) == 9
+    assert metrics["miou"] == 1 and metrics["abs_rel"] == -1
+    assert metrics["normal_median"] == -1 and metrics["normal_within_22"] == 1

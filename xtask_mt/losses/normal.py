@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 from xtask_mt.losses.masked import masked_mean
+from xtask_mt.sample import unit_vectors
 
 VectorLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -21,7 +21,7 @@ NORMAL_LOSSES: dict[str, VectorLoss] = {
 
 def unit(vectors: torch.Tensor) -> torch.Tensor:
     """(N, 3, H, W) vectors scaled to unit length in fp32 (zero vectors stay zero)."""
-    return F.normalize(vectors.float(), dim=1, eps=1e-6)
+    return unit_vectors(vectors.float())
 
 
 def normal_loss(name: str, pred: torch.Tensor, target: torch.Tensor,

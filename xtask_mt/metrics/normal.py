@@ -12,10 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from xtask_mt.metrics.sums import NamedSums
-from xtask_mt.sample import valid_normals
+from xtask_mt.sample import unit_vectors, valid_normals
 
 BIN_DEGREES = 0.01
 _BINS = round(180 / BIN_DEGREES)
@@ -24,8 +23,8 @@ WITHIN = (11.25, 22.5, 30.0)
 
 def angular_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(N, H, W) angle in degrees between (N, 3, H, W) vector maps (float64)."""
-    cosine = (F.normalize(pred.double(), dim=1, eps=1e-12)
-              * F.normalize(target.double(), dim=1, eps=1e-12)).sum(dim=1)
+    cosine = (unit_vectors(pred.double(), 1e-12) * unit_vectors(target.double(), 1e-12)).sum(
+        dim=1)
     return torch.rad2deg(torch.acos(cosine.clamp(-1.0, 1.0)))
 
 

@@ -17,9 +17,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from xtask_mt.tasks import higher_is_better
-
-DEFAULT_COLUMNS = ("val/miou", "val/pixacc", "val/abs_err", "val/abs_rel")
+from xtask_mt.tasks import get_task, higher_is_better, registered_tasks
 
 
 @dataclass
@@ -35,6 +33,14 @@ class JobRecord:
     best: dict[str, float] = field(default_factory=dict)
     alpha: float | None = None
     gamma: float | None = None
+
+
+def headline_columns(jobs: list[JobRecord]) -> tuple[str, ...]:
+    """The registered tasks' headline validation metrics that some job has (for seg and
+    depth: mIoU, pixel accuracy, abs and abs rel error; normals add their five)."""
+    present = {k for r in jobs for k in (*r.best, *r.final)}
+    return tuple(f"val/{name}" for task in registered_tasks()
+                 for name in get_task(task).headline_metrics if f"val/{name}" in present)
 
 
 def _natural_key(text: str) -> list:
@@ -111,9 +117,9 @@ def _fmt(value: float | None) -> str:
 
 
 def markdown_table(jobs: list[JobRecord], metric: str,
-                   columns: tuple[str, ...] = DEFAULT_COLUMNS) -> str:
+                   columns: tuple[str, ...] | None = None) -> str:
     """Markdown: one row per job (varying overrides, status, best and final metrics)."""
-    columns = tuple(dict.fromkeys((metric, *columns)))
+    columns = tuple(dict.fromkeys((metric, *(columns or headline_columns(jobs)))))
     shared, _ = varying_overrides(jobs)
     order = "higher" if higher_is_better(metric) else "lower"
     lines = [f"Sorted by best {metric} ({order} is better). "
@@ -190,7 +196,7 @@ def write_heatmap(jobs: list[JobRecord], metric: str, path: Path) -> bool:
 
 
 def write_report(sweep_dir: Path, metric: str = "val/miou",
-                 columns: tuple[str, ...] = DEFAULT_COLUMNS,
+                 columns: tuple[str, ...] | None = None,
                  out_dir: Path | None = None) -> dict[str, Path]:
     """Write report.md, report.csv and (if possible) the heatmap; returns their paths."""
     jobs = load_sweep(Path(sweep_dir))
@@ -210,13 +216,14 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_dir", type=Path, help="multirun dir (hydra.sweep.dir)")
     parser.add_argument("--metric", default="val/miou", help="sort and heatmap metric")
-    parser.add_argument("--columns", default=",".join(DEFAULT_COLUMNS),
-                        help="comma-separated metrics shown in the Markdown table")
+    parser.add_argument("--columns", default="",
+                        help="comma-separated metrics shown in the Markdown table "
+                        "(default: the headline metrics of the tasks the jobs have)")
     parser.add_argument("--out", type=Path, default=None, help="output dir (default: sweep)")
     args = parser.parse_args(argv)
     try:
         written = write_report(args.sweep_dir, args.metric,
-                               tuple(c for c in args.columns.split(",") if c), args.out)
+                               tuple(c for c in args.columns.split(",") if c) or None, args.out)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

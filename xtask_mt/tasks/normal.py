@@ -8,12 +8,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from xtask_mt.data.transforms import FieldRule
 from xtask_mt.losses.normal import NORMAL_LOSSES, normal_loss
 from xtask_mt.metrics.normal import NormalMetrics, angular_error
-from xtask_mt.sample import valid_normals
+from xtask_mt.sample import unit_vectors, valid_normals
 from xtask_mt.tasks.base import Batch, ConsistencyLoss, DirectLoss, Task
 
 _MIRROR_X = np.array([-1.0, 1.0, 1.0], np.float32)
@@ -45,7 +44,7 @@ class Normal(Task):
 
     def head_activation(self, raw: torch.Tensor) -> torch.Tensor:
         """Unit vectors per pixel."""
-        return F.normalize(raw, dim=1, eps=1e-6)
+        return unit_vectors(raw)
 
     def direct_loss(self, name: str) -> DirectLoss:
         if name not in NORMAL_LOSSES:

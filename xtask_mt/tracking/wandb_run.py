@@ -121,7 +121,8 @@ class WandbTracker(Tracker):
                 else:
                     images[f"samples/{task}_{i}"] = wandb.Image(
                         np.concatenate(list(preview.layers.values()), axis=1),
-                        caption=" | ".join(preview.layers) + " (low = bright)")
+                        caption=" | ".join(preview.layers) + (
+                            " (low = bright)" if preview.kind == "map" else " (RGB = (n + 1) / 2)"))
         self.run.log(images)
 
     def finish(self, exit_code: int = 0) -> None:
