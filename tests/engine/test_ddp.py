@@ -112,6 +112,36 @@ def test_two_gloo_processes_match_one_process_with_the_global_batch(tmp_path):
     assert not torch.equal(a["w.log_vars"], torch.zeros_like(a["w.log_vars"]))
 
 
+@pytest.mark.parametrize("method", ["pcgrad", "dwa"])
+def test_two_processes_match_one_for_a_gradient_and_an_epoch_method(tmp_path, method):
+    """PCGrad combines task gradients averaged over the ranks, DWA weighs by the epochs'
+    mean losses over all ranks: both must train as one process with the global batch."""
+    common = TINY + RUN + [f"weighting={method}"]
+    ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
+    ddp_dir.mkdir()
+    mp.spawn(_rank_main, nprocs=2, join=True,
+             args=(2, _free_port(), str(ddp_dir),
+                   common + [f"dataset.batch_size={PER_RANK_BATCH}", "trainer.strategy=ddp"]))
+    single = training.train(
+        compose_config(common + [f"dataset.batch_size={2 * PER_RANK_BATCH}"]), single_dir)
+    rank0 = json.loads((ddp_dir / "summary-rank0.json").read_text())
+    rank1 = json.loads((ddp_dir / "summary-rank1.json").read_text())
+    figures = lambda history: [{k: v for k, v in e.items() if k != "epoch_time_s"}  # noqa: E731
+                               for e in history]
+    assert figures(rank0["history"]) == figures(rank1["history"])  # the same on both ranks
+    for ddp, one in zip(rank0["history"], single["history"], strict=True):
+        for key in ("train/total", "train/task_seg", "train/task_depth"):
+            assert ddp[key] == pytest.approx(one[key], rel=1e-3), key
+        weights = [k for k in one if k.startswith("train/weight_")]
+        assert [ddp[k] for k in weights] == pytest.approx([one[k] for k in weights], rel=1e-3)
+    if method == "dwa":  # after two epochs the weights move off 1
+        assert rank0["history"][-1]["train/weight_seg"] != 1.0
+    a, b = _params(ddp_dir / "checkpoints" / "last.pt"), _params(
+        single_dir / "checkpoints" / "last.pt")
+    floats = [k for k in b if b[k].is_floating_point() and not k.startswith("w.")]
+    assert _relative_error(a, b, floats) < 1e-3
+
+
 def test_torchrun_train_py_with_ddp_writes_one_set_of_outputs(tmp_path):
     run_dir = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
