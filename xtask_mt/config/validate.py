@@ -84,6 +84,7 @@ def validate_config(cfg: DictConfig) -> None:
                "a positive number or null")
     _check(cfg, "trainer.epochs", _int_at_least(1), "an integer >= 1")
     _check(cfg, "trainer.val_every", _int_at_least(1), "an integer >= 1")
+    _check(cfg, "trainer.grad_stats_every", _int_at_least(0), "an integer >= 0 (0: off)")
     _check(cfg, "trainer.device", lambda v: isinstance(v, str) and (
         v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit())),
            "auto, cpu, cuda or cuda:N")

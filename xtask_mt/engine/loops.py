@@ -71,7 +71,9 @@ def train_one_epoch(parts: TrainingParts, loader: Iterable,
                     settings: EpochSettings | None = None) -> EpochResult:
     """Train for one pass over `loader`, one train_step per batch.
 
-    Stats: mean loss terms (`loss_*`), task losses (`task_*`) and total over applied steps.
+    Stats: mean loss terms (`loss_*`), task losses (`task_*`) and total over applied steps,
+    and with gradient diagnostics on, the mean of each `grad_*` figure over the steps that
+    took them.
     """
     s = settings or EpochSettings()
     parts.runner.train()
@@ -90,6 +92,8 @@ def train_one_epoch(parts: TrainingParts, loader: Iterable,
             averages.add({**{f"loss_{k}": v for k, v in result.losses.terms.items()},
                           **{f"task_{k}": v for k, v in result.losses.tasks.items()},
                           "total": result.total})
+            if result.grad_stats is not None:
+                averages.add({f"grad_{k}": v for k, v in result.grad_stats.items()})
             if s.progress_bar:
                 bar.set_postfix(loss=f"{float(result.total.detach()):.4f}", refresh=False)
         else:

@@ -8,13 +8,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from xtask_mt.errors import UserError
 from xtask_mt.losses import LossOutput, TaskObjective
-from xtask_mt.runtime.distributed import any_process, average_gradients_
+from xtask_mt.runtime.distributed import all_reduce_sum_, any_process, average_gradients_
 from xtask_mt.runtime.precision import StepOptions
 from xtask_mt.weighting import StepContext, TaskWeighting
+from xtask_mt.weighting.gradients import task_jacobian
 
 PhaseTimer = Callable[[str], contextlib.AbstractContextManager]
 """phase name ('forward_loss', 'backward', 'optimizer') -> a context around that phase"""
@@ -46,6 +48,7 @@ class TrainingParts:
     optimizer: torch.optim.Optimizer
     options: StepOptions
     scaler: torch.amp.GradScaler | None = None
+    grad_stats_every: int = 0  # > 0: gradient diagnostics every this many steps
 
     def context(self, step: int) -> StepContext:
         encoder = self.model.encoder
@@ -61,6 +64,7 @@ class StepResult:
     losses: LossOutput
     total: torch.Tensor
     applied: bool
+    grad_stats: dict[str, torch.Tensor] | None = None
 
 
 @contextlib.contextmanager
@@ -74,6 +78,35 @@ def _features_of(encoder: nn.Module, into: list[torch.Tensor], wanted: bool) -> 
         yield
     finally:
         handle.remove()
+
+
+def gradient_stats(tasks: tuple[str, ...], jacobian: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each task's gradient norm, the pairwise cosine similarities and the condition number
+    of the task Gram matrix J J^T, from the (K, P) task gradients at the shared encoder."""
+    j = jacobian.double()
+    norms = j.norm(dim=1)
+    stats = {f"norm_{t}": n for t, n in zip(tasks, norms, strict=True)}
+    unit = j / norms.clamp(min=1e-30)[:, None]
+    cosines = unit @ unit.T
+    for a in range(len(tasks)):
+        for b in range(a + 1, len(tasks)):
+            stats[f"cos_{tasks[a]}_{tasks[b]}"] = cosines[a, b]
+    eigen = torch.linalg.eigvalsh(j @ j.T)
+    stats["gram_cond"] = eigen[-1] / eigen[0].clamp(min=1e-30)
+    return stats
+
+
+def _task_gradient_stats(parts: TrainingParts, losses: LossOutput,
+                         ctx: StepContext) -> dict[str, torch.Tensor]:
+    """gradient_stats of this step (K extra backward passes through the encoder), the task
+    gradients averaged over the processes under DDP."""
+    tasks = parts.weighting.tasks
+    shared = [p for p in ctx.shared_parameters if p.requires_grad]
+    jacobian = task_jacobian([losses.tasks[t].float() for t in tasks], shared)
+    all_reduce_sum_([jacobian])
+    if dist.is_initialized():
+        jacobian /= dist.get_world_size()
+    return gradient_stats(tasks, jacobian)
 
 
 def _untimed(_phase: str) -> contextlib.AbstractContextManager:
@@ -96,6 +129,8 @@ def train_step(parts: TrainingParts, batch: dict[str, torch.Tensor], step: int,
                 p.options.autocast():
             out = p.runner(p.options.image(batch["image"]))
         losses = p.objective(out, batch)
+    stats = _task_gradient_stats(p, losses, ctx) \
+        if p.grad_stats_every and step % p.grad_stats_every == 0 else None
     with timer("backward"):
         total = p.weighting.backward(losses.tasks, ctx)
         average_gradients_(p.weighting.parameters())
@@ -105,7 +140,7 @@ def train_step(parts: TrainingParts, batch: dict[str, torch.Tensor], step: int,
         if not skip_nonfinite:
             raise_non_finite(losses, step)
         p.optimizer.zero_grad(set_to_none=True)
-        return StepResult(losses, total, applied=False)
+        return StepResult(losses, total, applied=False, grad_stats=stats)
     with timer("optimizer"):
         if p.scaler is None:
             p.optimizer.step()
@@ -113,4 +148,4 @@ def train_step(parts: TrainingParts, batch: dict[str, torch.Tensor], step: int,
             p.scaler.step(p.optimizer)
             p.scaler.update()
         p.weighting.after_step()
-    return StepResult(losses, total, applied=True)
+    return StepResult(losses, total, applied=True, grad_stats=stats)

@@ -204,7 +204,7 @@ def setup(cfg: DictConfig, output_dir: Path, ctx: DistributedContext) -> Run:
     runner = maybe_compile(wrap_ddp(model, ctx), bool(t.get("compile", False)),
                            str(t.get("compile_backend", "inductor")))
     parts = TrainingParts(runner, model, build_objective(cfg), weighting, optimizer, options,
-                          options.grad_scaler())
+                          options.grad_scaler(), int(t.get("grad_stats_every", 0)))
     log.info("training on %s x %d process(es), precision %s%s: %d train / %d val samples, "
              "%d classes, %.1fM parameters", device, ctx.world_size, options.precision,
              ", channels-last" if options.channels_last else "", len(train_set), len(val_set),
