@@ -66,6 +66,17 @@ def _relative_error(a, b, keys) -> float:
     return (num / sum(float(b[k].norm() ** 2) for k in keys)) ** 0.5
 
 
+def _ddp_and_single(common: list[str], ddp_dir: Path, single_dir: Path) -> dict:
+    """Train `common` on 2 gloo ranks x PER_RANK_BATCH into `ddp_dir` and on 1 process with
+    the global batch into `single_dir`; returns the single process's summary."""
+    ddp_dir.mkdir()
+    mp.spawn(_rank_main, nprocs=2, join=True,
+             args=(2, _free_port(), str(ddp_dir),
+                   common + [f"dataset.batch_size={PER_RANK_BATCH}", "trainer.strategy=ddp"]))
+    return training.train(
+        compose_config(common + [f"dataset.batch_size={2 * PER_RANK_BATCH}"]), single_dir)
+
+
 def test_two_gloo_processes_match_one_process_with_the_global_batch(tmp_path):
     """2 ranks x batch 2 against 1 process x batch 4, same seed. The sampler deals each
     step's samples of one permutation to the ranks, and BatchNorm takes its statistics over
@@ -74,12 +85,7 @@ def test_two_gloo_processes_match_one_process_with_the_global_batch(tmp_path):
     same size as the gap between fp32 and fp64), hence the tolerances below."""
     common = TINY + RUN
     ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
-    ddp_dir.mkdir()
-    mp.spawn(_rank_main, nprocs=2, join=True,
-             args=(2, _free_port(), str(ddp_dir),
-                   common + [f"dataset.batch_size={PER_RANK_BATCH}", "trainer.strategy=ddp"]))
-    single = training.train(
-        compose_config(common + [f"dataset.batch_size={2 * PER_RANK_BATCH}"]), single_dir)
+    single = _ddp_and_single(common, ddp_dir, single_dir)
 
     # rank 0 alone tracks and writes; both ranks agree on every figure
     assert sorted(p.name for p in ddp_dir.iterdir()) == [
@@ -118,12 +124,7 @@ def test_two_processes_match_one_for_a_gradient_and_an_epoch_method(tmp_path, me
     mean losses over all ranks: both must train as one process with the global batch."""
     common = TINY + RUN + [f"weighting={method}"]
     ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
-    ddp_dir.mkdir()
-    mp.spawn(_rank_main, nprocs=2, join=True,
-             args=(2, _free_port(), str(ddp_dir),
-                   common + [f"dataset.batch_size={PER_RANK_BATCH}", "trainer.strategy=ddp"]))
-    single = training.train(
-        compose_config(common + [f"dataset.batch_size={2 * PER_RANK_BATCH}"]), single_dir)
+    single = _ddp_and_single(common, ddp_dir, single_dir)
     rank0 = json.loads((ddp_dir / "summary-rank0.json").read_text())
     rank1 = json.loads((ddp_dir / "summary-rank1.json").read_text())
     figures = lambda history: [{k: v for k, v in e.items() if k != "epoch_time_s"}  # noqa: E731
