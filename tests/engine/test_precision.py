@@ -118,9 +118,10 @@ def test_bad_precision_gives_clear_errors():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 autocast with a GradScaler "
                     "needs a CUDA device")
-def test_fp16_trains_a_step_with_grad_scaler_on_cuda():
+@pytest.mark.parametrize("method", ["uncertainty", "pcgrad", "nash_mtl", "famo", "mgda_ub"])
+def test_fp16_trains_a_step_with_grad_scaler_on_cuda(method):
     cuda = torch.device("cuda")
-    cfg, batch, model = _setup(["trainer.device=cuda"])
+    cfg, batch, model = _setup(["trainer.device=cuda", f"weighting={method}"])
     batch = {k: v.to(cuda) for k, v in batch.items()}
     model = model.to(cuda)
     weighting = build_weighting(cfg, model.tasks).to(cuda)
@@ -170,3 +171,18 @@ def test_compiled_model_trains_a_step_and_matches_eager():
     # the compiled module shares the original's parameters, so checkpoints keep their keys
     assert set(dict(compiled_copy.named_parameters())) == set(grads) == set(eager)
     assert _relative_error(grads, reference) < 3 * _relative_error(eager, reference) + 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["pcgrad", "famo"])
+def test_weighting_methods_train_with_a_compiled_model(tmp_path, method):
+    """Gradient methods take their task gradients through the compiled graph, FAMO runs its
+    extra forward pass through it; the weighting itself is not compiled."""
+    eager = train(compose_config(TINY + [f"weighting={method}"]), tmp_path / "eager")
+    compiled = train(compose_config(TINY + [f"weighting={method}", "trainer.compile=true",
+                                            "trainer.compile_backend=aot_eager"]),
+                     tmp_path / "compiled")
+    for key in ("task_seg", "task_depth"):
+        assert compiled["train"][key] == pytest.approx(eager["train"][key], rel=1e-3)
+    assert compiled["final"]["val/abs_err"] == pytest.approx(eager["final"]["val/abs_err"],
+                                                             rel=1e-3)

@@ -132,8 +132,8 @@ def test_a_method_without_its_solver_fails_in_one_line(monkeypatch):
         build_weighting(compose_config(TINY + ["weighting=nash_mtl"]), ("seg", "depth"))
 
 
-METHODS = ["fixed", "uncertainty", "gradnorm", "dwa", "rlw", "gls", "scale_invariant",
-           "pcgrad", "mgda", "imtl_g", "cagrad", "nash_mtl", "aligned_mtl", "upgrad",
+METHODS = ["fixed", "uncertainty", "gradnorm", "dwa", "rlw", "gls", "scale_invariant", "famo",
+           "pcgrad", "mgda", "mgda_ub", "imtl_g", "cagrad", "nash_mtl", "aligned_mtl", "upgrad",
            "graddrop", "gradvac", "config"]
 
 
@@ -149,3 +149,35 @@ def test_every_method_trains_the_synthetic_job(tmp_path, method, precision):
     assert len(summary["history"]) == 1
     assert all(math.isfinite(v) for v in summary["final"].values())
     assert math.isfinite(summary["train"]["total"])
+
+
+def test_a_gradient_method_combines_unscaled_gradients_and_hands_back_scaled_ones():
+    """Under fp16 the task gradients arrive multiplied by the loss scale. Nash-MTL is not
+    scale-equivariant (its update does not grow with the gradients), so combining scaled
+    gradients would give another update; the method must unscale, combine, then rescale."""
+
+    class Times8(torch.amp.GradScaler):
+        def scale(self, outputs):
+            return outputs * 8.0
+
+        def get_scale(self):
+            return 8.0
+
+    torch.manual_seed(0)
+    shared = nn.Linear(2, 2)
+    x = torch.randn(8, 2)
+
+    def losses() -> dict[str, torch.Tensor]:
+        h = shared(x)
+        return {"a": h[:, 0].pow(2).mean(), "b": (h[:, 1] - 1).abs().mean()}
+
+    params = list(shared.parameters())
+    jacobian = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(
+        losses()[t], params)]) for t in TASKS])
+    expected = _aggregate("nash_mtl", *jacobian)
+    assert not torch.allclose(_aggregate("nash_mtl", *(8 * jacobian)), 8 * expected,
+                              atol=1e-3, rtol=1e-3)
+    GradientAggregation(TASKS, "nash_mtl").backward(
+        losses(), StepContext(params, [shared.weight], scaler=Times8("cpu")))
+    got = torch.cat([p.grad.reshape(-1) for p in params])
+    torch.testing.assert_close(got, 8 * expected, atol=1e-3, rtol=1e-3)

@@ -58,12 +58,12 @@ def test_gradnorm_shifts_weight_to_the_slower_task():
     weighting.backward(first, ctx)
     initial = weighting.initial_losses.clone()
     opt.step()
-    weighting.after_step()
+    weighting.after_step(ctx)
     for step in range(1, 30):
         opt.zero_grad()
         weighting.backward(losses(step), ctx)
         opt.step()
-        weighting.after_step()
+        weighting.after_step(ctx)
     weights = weighting.task_weights()
     assert weights["b"] > weights["a"]
     assert sum(weights.values()) == pytest.approx(2.0, rel=1e-5)

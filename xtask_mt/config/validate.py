@@ -98,6 +98,10 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.precision={cfg.trainer.precision} cannot be combined with "
                           f"weighting={cfg.weighting.get('name')} (it cannot run with a loss "
                           "scaler); use bf16-mixed or 32")
+    if cfg.trainer.get("compile", False) and not weighting.supports_compile:
+        raise ConfigError(f"trainer.compile=true cannot be combined with "
+                          f"weighting={cfg.weighting.get('name')} (it reads tensors inside "
+                          "the compiled graph); set trainer.compile=false")
     _check(cfg, "trainer.resume", lambda v: isinstance(v, str | bool) and v is not True,
            "auto, false, or the path of a checkpoint file")
 

@@ -15,7 +15,7 @@ from xtask_mt.errors import UserError
 from xtask_mt.losses import LossOutput, TaskObjective
 from xtask_mt.runtime.distributed import all_reduce_sum_, any_process, average_gradients_
 from xtask_mt.runtime.precision import StepOptions
-from xtask_mt.weighting import StepContext, TaskWeighting
+from xtask_mt.weighting import StepContext, TaskWeighting, encoder_features
 from xtask_mt.weighting.gradients import task_jacobian
 
 PhaseTimer = Callable[[str], contextlib.AbstractContextManager]
@@ -67,19 +67,6 @@ class StepResult:
     grad_stats: dict[str, torch.Tensor] | None = None
 
 
-@contextlib.contextmanager
-def _features_of(encoder: nn.Module, into: list[torch.Tensor], wanted: bool) -> Iterator[None]:
-    """Collect the encoder's outputs of the forward pass into `into` when `wanted`."""
-    if not wanted:
-        yield
-        return
-    handle = encoder.register_forward_hook(lambda _module, _args, out: into.extend(out))
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
 def gradient_stats(tasks: tuple[str, ...], jacobian: torch.Tensor) -> dict[str, torch.Tensor]:
     """Each task's gradient norm, the pairwise cosine similarities and the condition number
     of the task Gram matrix J J^T, from the (K, P) task gradients at the shared encoder."""
@@ -109,6 +96,38 @@ def _task_gradient_stats(parts: TrainingParts, losses: LossOutput,
     return gradient_stats(tasks, jacobian)
 
 
+@contextlib.contextmanager
+def _frozen_norm_statistics(model: nn.Module) -> Iterator[None]:
+    """Batch norm layers normalise with the batch's statistics but leave their running
+    statistics as they are (momentum 0), so an extra forward pass does not count twice."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None
+              else None) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+
+
+def _losses_after_step(parts: TrainingParts, batch: dict[str, torch.Tensor]
+                       ) -> Callable[[], dict[str, torch.Tensor]]:
+    """A callable giving the task losses of `batch` under the updated model, without a
+    graph and without touching the batch norm running statistics."""
+
+    def compute() -> dict[str, torch.Tensor]:
+        with torch.no_grad(), _frozen_norm_statistics(parts.model), parts.options.autocast():
+            out = parts.runner(parts.options.image(batch["image"]))
+        with torch.no_grad():
+            return dict(parts.objective(out, batch).tasks)
+
+    return compute
+
+
 def _untimed(_phase: str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
@@ -124,8 +143,9 @@ def train_step(parts: TrainingParts, batch: dict[str, torch.Tensor], step: int,
     p = parts
     p.optimizer.zero_grad(set_to_none=True)
     ctx = p.context(step)
+    ctx.losses_after_step = _losses_after_step(p, batch)
     with timer("forward_loss"):
-        with _features_of(p.model.encoder, ctx.features, p.weighting.needs_features), \
+        with encoder_features(p.model.encoder, ctx.features, p.weighting.needs_features), \
                 p.options.autocast():
             out = p.runner(p.options.image(batch["image"]))
         losses = p.objective(out, batch)
@@ -147,5 +167,5 @@ def train_step(parts: TrainingParts, batch: dict[str, torch.Tensor], step: int,
         else:
             p.scaler.step(p.optimizer)
             p.scaler.update()
-        p.weighting.after_step()
+        p.weighting.after_step(ctx)
     return StepResult(losses, total, applied=True, grad_stats=stats)

@@ -84,5 +84,14 @@ def to_channels_last(model: nn.Module, enabled: bool) -> nn.Module:
 
 
 def maybe_compile(model: nn.Module, enabled: bool, backend: str = "inductor") -> nn.Module:
-    """torch.compile the module for the training step (the original keeps the weights)."""
-    return torch.compile(model, backend=backend) if enabled else model
+    """torch.compile the module for the training step (the original keeps the weights).
+
+    Donated buffers are turned off: with them a compiled backward may run only once per
+    forward, and gradient-based weighting methods and the gradient diagnostics take one
+    backward pass per task through the same graph (retain_graph=True)."""
+    if not enabled:
+        return model
+    import torch._functorch.config as functorch_config
+
+    functorch_config.donated_buffer = False
+    return torch.compile(model, backend=backend)

@@ -10,8 +10,9 @@ conf/weighting/ whose `_target_` names the class (see config.build.build_weighti
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -27,6 +28,9 @@ class StepContext:
     scaler: torch.amp.GradScaler | None = None      # fp16 loss scaling, None otherwise
     step: int = 0                                   # global training step
     features: list[torch.Tensor] = field(default_factory=list)  # encoder outputs, on request
+    # the task losses of this step's batch recomputed with the updated model (no graph);
+    # set by the training step for after_step, costs one forward pass when called
+    losses_after_step: Callable[[], Mapping[str, torch.Tensor]] | None = None
 
     def scale(self, loss: torch.Tensor) -> torch.Tensor:
         """`loss` as it must be backpropagated: scaled under fp16, as is otherwise."""
@@ -39,6 +43,7 @@ class TaskWeighting(nn.Module, ABC):
 
     supports_grad_scaler: bool = True  # False: cannot run with fp16 loss scaling
     needs_features: bool = False       # True: the step fills StepContext.features
+    supports_compile: bool = True      # False: cannot run with trainer.compile=true
 
     def __init__(self, tasks: Sequence[str]) -> None:
         super().__init__()
@@ -69,9 +74,31 @@ class TaskWeighting(nn.Module, ABC):
     def task_weights(self) -> dict[str, float]:
         """Current effective weight of each task, for logging."""
 
-    def after_step(self) -> None:
-        """Hook run after optimizer.step(); e.g. to renormalise weights."""
+    def after_step(self, ctx: StepContext) -> None:
+        """Hook run after optimizer.step(); e.g. to renormalise weights, or to compare the
+        losses before and after the update (ctx.losses_after_step)."""
 
     def epoch_end(self, mean_losses: Mapping[str, float]) -> None:
         """Hook run after each training epoch with that epoch's mean task losses (by task),
         e.g. for methods that weigh by the rate at which losses fall."""
+
+
+@contextlib.contextmanager
+def encoder_features(encoder: nn.Module, into: list[torch.Tensor], wanted: bool) -> Iterator[None]:
+    """When `wanted`, hand the decoders an alias of each encoder output and collect the
+    aliases into `into`: gradients taken at an alias are those of the decoders alone (not of
+    the encoder's own later layers), and a hook on an alias can replace that gradient."""
+    if not wanted:
+        yield
+        return
+
+    def alias(_module: nn.Module, _args: object, out: list[torch.Tensor]) -> list[torch.Tensor]:
+        aliases = [f.view_as(f) for f in out]
+        into.extend(aliases)
+        return aliases
+
+    handle = encoder.register_forward_hook(alias)
+    try:
+        yield
+    finally:
+        handle.remove()

@@ -63,7 +63,7 @@ class GradNormWeighting(TaskWeighting):
         self.weights.grad = grad if self.weights.grad is None else self.weights.grad + grad
 
     @torch.no_grad()
-    def after_step(self) -> None:
+    def after_step(self, ctx: StepContext) -> None:
         self.weights.clamp_(min=1e-4)
         self.weights.mul_(len(self.tasks) / self.weights.sum())
 
