@@ -24,7 +24,8 @@ def exit_on_user_error(func: F) -> F:
     """Turn a UserError into one clear line on stderr and a non-zero exit, no traceback.
 
     In a multirun the error is re-raised instead, so the launcher records the job as failed
-    and the sweep's other jobs carry on.
+    and the sweep's other jobs carry on; but a stop signal stops the whole sweep (SystemExit
+    passes through the launcher), each started job having written its checkpoint.
     """
 
     @functools.wraps(func)
@@ -32,7 +33,7 @@ def exit_on_user_error(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except UserError as exc:
-            if _in_multirun():
+            if _in_multirun() and not isinstance(exc, TrainingInterrupted):
                 raise
             print(f"error: {exc}", file=sys.stderr)
             code = exc.exit_code if isinstance(exc, TrainingInterrupted) else 2

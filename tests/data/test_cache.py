@@ -141,3 +141,25 @@ def test_prepare_command(tmp_path, capsys, monkeypatch):
     assert len(list((data / "prepared").glob("nyuv2-*"))) == 2
     assert command.main([*args, f"dataset.root={tmp_path / 'missing'}"]) == 1
     assert "NYUv2 root (dataset.root) not found" in capsys.readouterr().err
+
+
+def test_partials_of_a_killed_preparation_are_removed_and_live_ones_kept(tmp_path):
+    """kill -9 leaves a .partial-* folder behind; the next preparation removes it unless a
+    live preparation still holds its lock."""
+    from xtask_mt.locks import FileLock
+
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    write_cityscapes(data, "train", frames=2, height=32, width=64)
+    dead = cache / ".partial-train-dead"
+    (dead / "seg.npy").parent.mkdir(parents=True)
+    (dead / "seg.npy").write_bytes(b"half")
+    os.utime(dead, (1, 1))  # old, and no lock file: an older kill
+    held = cache / ".partial-train-live"
+    held.mkdir()
+    with FileLock(held / ".lock") as lock:
+        assert lock.acquire()
+        Cityscapes(data, "train", height=32, width=64, cache_dir=cache, progress=False)
+        assert not dead.exists()
+        assert held.exists()
+    finals = [p for p in cache.iterdir() if not p.name.startswith(".partial")]
+    assert finals and not any((f / ".lock").exists() for f in finals)

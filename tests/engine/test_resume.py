@@ -83,32 +83,81 @@ def test_sigterm_writes_resumable_checkpoint_and_exits_cleanly(tmp_path, uninter
     _assert_same_metrics(resumed, uninterrupted)
 
 
-def test_stop_signal_inside_an_epoch_resumes_at_that_step(tmp_path, monkeypatch):
-    """In-process: SIGTERM arrives at step 2 of epoch 2; the checkpoint records the step and
-    the resumed run ends exactly where an uninterrupted one does."""
-    from xtask_mt.losses import TaskObjective
-    from xtask_mt.runtime.preemption import TrainingInterrupted
+STOPPED = TINY + ["trainer.epochs=2", "dataset.train_size=16", "dataset.val_size=4"]
 
-    overrides = TINY + ["trainer.epochs=2", "dataset.train_size=16", "dataset.val_size=4"]
-    expected = train(compose_config(overrides), tmp_path / "plain")
-    original = TaskObjective.__call__
-    calls = {"n": 0}
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory) -> dict:
+    return train(compose_config(STOPPED), tmp_path_factory.mktemp("plain"))
+
+
+def _signal_at_step(monkeypatch, step: int, sig: int = signal.SIGTERM) -> dict[str, int]:
+    """Send `sig` to this process during training step `step` (1-based, over all epochs);
+    count the validation passes."""
+    from xtask_mt.engine import trainer
+    from xtask_mt.losses import TaskObjective
+
+    original, validation = TaskObjective.__call__, trainer._validation_figures
+    calls = {"steps": 0, "validations": 0}
 
     def signalling(self, out, batch):
         if out["seg"].requires_grad:
-            calls["n"] += 1
-            if calls["n"] == 6:  # 4 steps per epoch: the 2nd step of epoch 2
-                os.kill(os.getpid(), signal.SIGTERM)
+            calls["steps"] += 1
+            if calls["steps"] == step:
+                os.kill(os.getpid(), sig)
         return original(self, out, batch)
 
+    def counted(run):
+        calls["validations"] += 1
+        return validation(run)
+
     monkeypatch.setattr(TaskObjective, "__call__", signalling)
-    with pytest.raises(TrainingInterrupted, match="in epoch 2 after step 2/4"):
-        train(compose_config(overrides), tmp_path / "stopped")
-    state = load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")
+    monkeypatch.setattr(trainer, "_validation_figures", counted)
+    return calls
+
+
+def _assert_same_history(got: dict, expected: dict) -> None:
+    """Train and validation figures of every epoch, the resumed epoch's included."""
+    assert len(got["history"]) == len(expected["history"])
+    for mine, theirs in zip(got["history"], expected["history"], strict=True):
+        for key, value in theirs.items():
+            if key.startswith(("train/", "val/")):
+                assert mine[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_stop_signal_inside_an_epoch_resumes_at_that_step(tmp_path, monkeypatch, plain_run,
+                                                          sig, code):
+    """In-process: SIGTERM (or Ctrl-C) arrives at step 2 of epoch 2; the checkpoint records
+    the step and the running sums, and the resumed run ends exactly where an uninterrupted
+    one does, the resumed epoch's train figures included."""
+    from xtask_mt.runtime.preemption import TrainingInterrupted
+
+    _signal_at_step(monkeypatch, 6, sig)  # 4 steps per epoch: the 2nd step of epoch 2
+    with pytest.raises(TrainingInterrupted, match="in epoch 2 after step 2/4") as stopped:
+        train(compose_config(STOPPED), tmp_path)
+    assert stopped.value.exit_code == code
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert (state["epoch"], state["progress"]["step_in_epoch"]) == (1, 2)
-    monkeypatch.setattr(TaskObjective, "__call__", original)
-    resumed = train(compose_config(overrides), tmp_path / "stopped")
-    _assert_same_metrics(resumed, expected)
+    monkeypatch.undo()
+    resumed = train(compose_config(STOPPED), tmp_path)
+    _assert_same_metrics(resumed, plain_run)
+    _assert_same_history(resumed, plain_run)
+
+
+def test_a_stop_during_the_last_step_skips_validation_until_the_resume(tmp_path, monkeypatch,
+                                                                       plain_run):
+    from xtask_mt.runtime.preemption import TrainingInterrupted
+
+    calls = _signal_at_step(monkeypatch, 4)  # the last step of epoch 1
+    with pytest.raises(TrainingInterrupted, match="in epoch 1 after step 4/4"):
+        train(compose_config(STOPPED), tmp_path)
+    assert calls["validations"] == 0
+    monkeypatch.undo()
+    resumed = train(compose_config(STOPPED), tmp_path)
+    assert resumed["epochs_run"] == [1, 2]
+    _assert_same_metrics(resumed, plain_run)
+    _assert_same_history(resumed, plain_run)
 
 
 def test_resume_refuses_checkpoint_of_another_model(tmp_path):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from xtask_mt.config.build import build_weighting, check_dataset_tasks, transfer_edges
@@ -13,9 +15,11 @@ from xtask_mt.errors import ConfigError
 from xtask_mt.models.encoder import ENCODER_DEPTHS
 from xtask_mt.runtime.distributed import STRATEGIES
 from xtask_mt.runtime.precision import PRECISIONS, needs_grad_scaler
-from xtask_mt.tasks import edge_name, registered_tasks
+from xtask_mt.tasks import edge_name, get_task, registered_tasks
 
 DATASET_CLASSES = {"synthetic": (7,), "cityscapes": (7, 19), "nyuv2": (13,)}
+TRACKING_MODES = ("online", "offline", "disabled")
+WANDB_ENV_MODES = (*TRACKING_MODES, "dryrun", "run")  # W&B also reads its older names
 
 
 def _number(value: Any) -> float | None:
@@ -24,10 +28,35 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def _check(cfg: DictConfig, key: str, ok: Callable[[Any], bool], accepted: str) -> None:
-    value = OmegaConf.select(cfg, key, default=None)
-    if value is None or not ok(value):
-        raise ConfigError(f"invalid config value {key}={value!r}: expected {accepted}")
+class _Problems:
+    """Every problem found in one config, so that one error line reports them all."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.found: list[str] = []
+
+    def check(self, key: str, ok: Callable[[Any], bool], accepted: str) -> bool:
+        """Record a problem unless `key`'s value passes `ok`; returns whether it passed."""
+        value = OmegaConf.select(self.cfg, key, default=None)
+        try:
+            passed = value is not None and bool(ok(value))
+        except (TypeError, ValueError):
+            passed = False
+        if not passed:
+            self.found.append(f"invalid config value {key}={value!r}: expected {accepted}")
+        return passed
+
+    def catch(self, check: Callable[[], Any]) -> Any:
+        """Run a check that raises ConfigError, recording its message instead."""
+        try:
+            return check()
+        except ConfigError as exc:
+            self.found.append(str(exc))
+            return None
+
+    def raise_if_any(self) -> None:
+        if self.found:
+            raise ConfigError("; ".join(self.found))
 
 
 def _in_range(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False
@@ -49,83 +78,164 @@ def _positive_multiple_of_32(v: Any) -> bool:
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first value out of range (see README, Failure handling)."""
-    _check(cfg, "loss.alpha", _in_range(0, 1), "a number in [0, 1]")
-    _check(cfg, "loss.gamma", _in_range(0, 1), "a number in [0, 1]")
-    _check(cfg, "loss.label_smoothing", _in_range(0, 1, hi_open=True), "a number in [0, 1)")
-    _check_tasks_and_edges(cfg)
-    _check(cfg, "encoder.depth", lambda v: v in ENCODER_DEPTHS,
-           f"one of {list(ENCODER_DEPTHS)} (pick encoder=resnet18|34|50|101|152)")
-    _check(cfg, "dataset.name", lambda v: v in DATASET_CLASSES,
-           f"one of {sorted(DATASET_CLASSES)}")
-    classes = DATASET_CLASSES[cfg.dataset.name]
-    _check(cfg, "dataset.num_classes", lambda v: v in classes,
-           f"{' or '.join(map(str, classes))} for dataset={cfg.dataset.name}")
+    """Raise one ConfigError naming every value out of range (see README, Failure
+    handling), before any work starts."""
+    problems = _Problems(cfg)
+    _check_values(problems)
+    problems.raise_if_any()
+
+
+def _check_values(problems: _Problems) -> None:
+    cfg, check = problems.cfg, problems.check
+    check("loss.alpha", _in_range(0, 1), "a number in [0, 1]")
+    check("loss.gamma", _in_range(0, 1), "a number in [0, 1]")
+    check("loss.label_smoothing", _in_range(0, 1, hi_open=True), "a number in [0, 1)")
+    tasks_ok = _check_tasks_and_edges(problems)
+    check("encoder.depth", lambda v: v in ENCODER_DEPTHS,
+          f"one of {list(ENCODER_DEPTHS)} (pick encoder=resnet18|34|50|101|152)")
+    check("model.decoder_width", _int_at_least(1), "an integer >= 1")
+    if check("dataset.name", lambda v: v in DATASET_CLASSES, f"one of {sorted(DATASET_CLASSES)}"):
+        classes = DATASET_CLASSES[cfg.dataset.name]
+        check("dataset.num_classes", lambda v: v in classes,
+              f"{' or '.join(map(str, classes))} for dataset={cfg.dataset.name}")
+        if tasks_ok:
+            problems.catch(lambda: check_dataset_tasks(cfg))
     for key in ("dataset.height", "dataset.width"):
-        _check(cfg, key, _positive_multiple_of_32,
-               "a positive integer divisible by 32 (the encoder downsamples 32x)")
-    check_dataset_tasks(cfg)
-    _check(cfg, "dataset.batch_size", _int_at_least(1), "an integer >= 1")
-    _check(cfg, "dataset.num_workers", _int_at_least(0), "an integer >= 0")
+        check(key, _positive_multiple_of_32,
+              "a positive integer divisible by 32 (the encoder downsamples 32x)")
+    check("dataset.batch_size", _int_at_least(1), "an integer >= 1")
+    check("dataset.num_workers", _int_at_least(0), "an integer >= 0")
     if cfg.dataset.name == "synthetic":
         for key in ("dataset.train_size", "dataset.val_size"):
-            _check(cfg, key, _int_at_least(1), "an integer >= 1")
-    _check(cfg, "optimizer.lr", _in_range(0, math.inf, lo_open=True, hi_open=True),
-           "a positive number")
+            check(key, _int_at_least(1), "an integer >= 1")
+    _check_optimisation(problems)
+    _check_trainer(problems)
+    if cfg.logger.get("name") == "wandb":
+        check("logger.mode", lambda v: v in TRACKING_MODES, f"one of {', '.join(TRACKING_MODES)}")
+        env_mode = os.environ.get("WANDB_MODE")
+        if env_mode and env_mode not in WANDB_ENV_MODES:
+            problems.found.append(f"invalid environment variable WANDB_MODE={env_mode!r}: "
+                                  f"expected one of {', '.join(WANDB_ENV_MODES)} (or unset it)")
+    if tasks_ok:
+        _check_weighting(problems)
+
+
+def _check_optimisation(problems: _Problems) -> None:
+    """The optimiser, the scheduler and a weighting's own learning rate."""
+    cfg, check = problems.cfg, problems.check
+    check("optimizer.lr", _in_range(0, math.inf, lo_open=True, hi_open=True),
+          "a positive number")
     if cfg.optimizer.name == "adam":
-        _check(cfg, "optimizer.betas", lambda v: len(v) == 2 and all(
+        check("optimizer.betas", lambda v: len(v) == 2 and all(
             _in_range(0, 1, hi_open=True)(b) for b in v), "two numbers in [0, 1)")
-    _check(cfg, "optimizer.weight_decay", _in_range(0, math.inf, hi_open=True),
-           "a number >= 0")
-    _check(cfg, "scheduler.step_size", _int_at_least(1), "an integer >= 1")
-    _check(cfg, "scheduler.gamma", _in_range(0, 1, lo_open=True), "a number in (0, 1]")
+    if cfg.optimizer.name == "sgd":
+        check("optimizer.momentum", _in_range(0, 1, hi_open=True), "a number in [0, 1)")
+    check("optimizer.weight_decay", _in_range(0, math.inf, hi_open=True), "a number >= 0")
+    check("scheduler.step_size", _int_at_least(1), "an integer >= 1")
+    check("scheduler.gamma", _in_range(0, 1, lo_open=True), "a number in (0, 1]")
     if cfg.weighting.get("lr") is not None:
-        _check(cfg, "weighting.lr", _in_range(0, math.inf, lo_open=True, hi_open=True),
-               "a positive number or null")
-    _check(cfg, "trainer.epochs", _int_at_least(1), "an integer >= 1")
-    _check(cfg, "trainer.val_every", _int_at_least(1), "an integer >= 1")
-    _check(cfg, "trainer.grad_stats_every", _int_at_least(0), "an integer >= 0 (0: off)")
-    _check(cfg, "trainer.device", lambda v: isinstance(v, str) and (
-        v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit())),
-           "auto, cpu, cuda or cuda:N")
-    _check(cfg, "trainer.monitor_mode", lambda v: v in ("max", "min"), "max or min")
-    _check(cfg, "trainer.seed", _int_at_least(0), "an integer >= 0")
-    _check(cfg, "trainer.precision", lambda v: str(v) in PRECISIONS,
-           f"one of {', '.join(PRECISIONS)}")
-    _check(cfg, "trainer.strategy", lambda v: v in STRATEGIES, f"one of {', '.join(STRATEGIES)}")
-    weighting = build_weighting(cfg, tuple(cfg.model.tasks))  # its own checks, and this one:
-    if needs_grad_scaler(str(cfg.trainer.precision)) and not weighting.supports_grad_scaler:
-        raise ConfigError(f"trainer.precision={cfg.trainer.precision} cannot be combined with "
-                          f"weighting={cfg.weighting.get('name')} (it cannot run with a loss "
-                          "scaler); use bf16-mixed or 32")
+        check("weighting.lr", _in_range(0, math.inf, lo_open=True, hi_open=True),
+              "a positive number or null")
+
+
+def _check_trainer(problems: _Problems) -> None:
+    cfg, check = problems.cfg, problems.check
+    check("trainer.epochs", _int_at_least(1), "an integer >= 1")
+    check("trainer.val_every", _int_at_least(1), "an integer >= 1")
+    check("trainer.grad_stats_every", _int_at_least(0), "an integer >= 0 (0: off)")
+    if check("trainer.device", lambda v: isinstance(v, str) and (
+            v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit())),
+            "auto, cpu, cuda or cuda:N"):
+        problems.catch(lambda: _check_device(str(cfg.trainer.device)))
+    check("trainer.monitor_mode", lambda v: v in ("max", "min"), "max or min")
+    known = validation_metric_names(cfg)
+    if known:
+        check("trainer.monitor", lambda v: v in known,
+              f"a validation metric of this job: {', '.join(sorted(known))}")
+    check("trainer.seed", _int_at_least(0), "an integer >= 0")
+    check("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {', '.join(PRECISIONS)}")
+    check("trainer.strategy", lambda v: v in STRATEGIES, f"one of {', '.join(STRATEGIES)}")
+    check("trainer.resume", lambda v: isinstance(v, str | bool) and v is not True,
+          "auto, false, or the path of a checkpoint file")
+
+
+def _check_device(device: str) -> None:
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count()
+        index = int(device[5:]) if device.startswith("cuda:") else 0
+        if index >= count:
+            raise ConfigError(f"trainer.device={device}, but this machine has "
+                              f"{count or 'no'} CUDA device{'s' if count != 1 else ''} visible "
+                              "to PyTorch; use trainer.device=cpu or auto")
+
+
+def _check_weighting(problems: _Problems) -> None:
+    """The weighting's own checks (its constructor), and what it cannot run with."""
+    cfg = problems.cfg
+    weighting = problems.catch(lambda: build_weighting(cfg, tuple(cfg.model.tasks)))
+    if weighting is None:
+        return
+    precision = str(cfg.trainer.precision)
+    if precision in PRECISIONS and needs_grad_scaler(precision) \
+            and not weighting.supports_grad_scaler:
+        problems.found.append(
+            f"trainer.precision={precision} cannot be combined with weighting="
+            f"{cfg.weighting.get('name')} (it cannot run with a loss scaler); use bf16-mixed "
+            "or 32")
     if cfg.trainer.get("compile", False) and not weighting.supports_compile:
-        raise ConfigError(f"trainer.compile=true cannot be combined with "
-                          f"weighting={cfg.weighting.get('name')} (it reads tensors inside "
-                          "the compiled graph); set trainer.compile=false")
-    _check(cfg, "trainer.resume", lambda v: isinstance(v, str | bool) and v is not True,
-           "auto, false, or the path of a checkpoint file")
+        problems.found.append(
+            f"trainer.compile=true cannot be combined with weighting="
+            f"{cfg.weighting.get('name')} (it reads tensors inside the compiled graph); set "
+            "trainer.compile=false")
 
 
-def _check_tasks_and_edges(cfg: DictConfig) -> None:
+def validation_metric_names(cfg: DictConfig) -> set[str]:
+    """The `val/*` names a validation of this job reports: each task's metrics, the
+    consistency metric of each edge into it, and the loss term of each task and edge
+    (empty when the tasks or edges are themselves invalid)."""
+    try:
+        tasks = [get_task(t) for t in cfg.model.tasks]
+        edges = transfer_edges(cfg) if bool(cfg.model.transfer.enabled) else []
+    except (KeyError, ValueError, ConfigError, TypeError):
+        return set()
+    names = {name for task in tasks for name in task.metric_directions if name != "consistency"}
+    names |= {f"consistency_{edge_name(s, t)}" for s, t in edges}
+    names |= {f"loss_{task.name}" for task in tasks}
+    names |= {f"loss_{edge_name(s, t)}" for s, t in edges}
+    return {f"val/{n}" for n in names}
+
+
+def _check_tasks_and_edges(problems: _Problems) -> bool:
     """Registered tasks, edges between two different configured tasks, and for each edge a
-    consistency weight in [0, 1], those of one source task summing to at most 1."""
+    consistency weight in [0, 1], those of one source task summing to at most 1. Returns
+    whether the tasks and edges are usable for the checks that build on them."""
+    cfg, check = problems.cfg, problems.check
     known = registered_tasks()
-    _check(cfg, "model.tasks", lambda v: len(v) > 0 and len(set(v)) == len(v) and all(
-        t in known for t in v), f"a non-empty list of distinct tasks among {list(known)}")
+    if not check("model.tasks", lambda v: len(v) > 0 and len(set(v)) == len(v) and all(
+            t in known for t in v), f"a non-empty list of distinct tasks among {list(known)}"):
+        return False
     tasks = list(cfg.model.tasks)
     if not bool(cfg.model.transfer.enabled):
-        return
-    _check(cfg, "model.transfer.edges", lambda v: all(
-        len(e) == 2 and e[0] in tasks and e[1] in tasks and e[0] != e[1] for e in v) and len(
-        {tuple(e) for e in v}) == len(v),
-        f"distinct [source, target] pairs of two different tasks of model.tasks {tasks}")
+        return True
+    if not check("model.transfer.edges", lambda v: all(
+            len(e) == 2 and e[0] in tasks and e[1] in tasks and e[0] != e[1] for e in v) and len(
+            {tuple(e) for e in v}) == len(v),
+            f"distinct [source, target] pairs of two different tasks of model.tasks {tasks}"):
+        return False
     totals: dict[str, float] = {}
     for source, target in transfer_edges(cfg):
-        key = f"loss.consistency.{edge_name(source, target)}"
-        _check(cfg, key, _in_range(0, 1), "a number in [0, 1] (the edge's consistency weight)")
-        totals[source] = totals.get(source, 0.0) + float(OmegaConf.select(cfg, key))
+        name = edge_name(source, target)
+        key = f"loss.consistency.{name}"
+        value = OmegaConf.select(cfg, key, default=None)
+        if _in_range(0, 1)(value):
+            totals[source] = totals.get(source, 0.0) + float(value)
+        elif name not in cfg.loss.consistency or not OmegaConf.is_interpolation(
+                cfg.loss.consistency, name):  # an interpolation's own key is reported
+            check(key, _in_range(0, 1), "a number in [0, 1] (the edge's consistency weight)")
     for source, total in totals.items():
         if total > 1:
-            raise ConfigError(f"the consistency weights of the edges out of {source} sum to "
-                              f"{total:g} (loss.consistency.{source}_to_*); they weigh against "
-                              "its direct loss, so their sum must be at most 1")
+            problems.found.append(
+                f"the consistency weights of the edges out of {source} sum to {total:g} "
+                f"(loss.consistency.{source}_to_*); they weigh against its direct loss, so "
+                "their sum must be at most 1")
+    return True

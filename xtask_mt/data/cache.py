@@ -5,7 +5,9 @@ A cache folder is named by a digest of everything it depends on (source files wi
 sizes and modification times, resolution, class count, format version), so changing any of
 them selects a new folder and the split is prepared again. It is built in a hidden
 ``.partial-*`` folder and renamed into place only when complete, so an interrupted
-preparation never leaves a folder that looks valid.
+preparation never leaves a folder that looks valid. The builder holds a lock in its partial
+folder; a partial folder whose lock nobody holds was left by a killed preparation and is
+removed by the next one.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,11 +27,15 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
+from xtask_mt.locks import FileLock, is_abandoned
+
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 _META = "meta.json"
 _CHUNK = 32
+_LOCK = ".lock"
+_GRACE_S = 30.0  # a partial folder younger than this may not hold its lock yet
 
 
 class Preparable(Protocol):
@@ -58,7 +65,10 @@ def prepare(source: Preparable, cache_root: Path, progress: bool = True,
         log.warning("cache %s is incomplete or stale; preparing it again", final)
         shutil.rmtree(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_partials(final.parent)
     partial = Path(tempfile.mkdtemp(prefix=f".partial-{final.name}-", dir=final.parent))
+    lock = FileLock(partial / _LOCK)
+    lock.acquire()
     try:
         fields = _fill(source, partial, progress, threads or min(8, os.cpu_count() or 1),
                        final.name)
@@ -73,8 +83,28 @@ def prepare(source: Preparable, cache_root: Path, progress: bool = True,
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    finally:
+        lock.release()
+    (final / _LOCK).unlink(missing_ok=True)
     log.info("prepared %d frames into %s", len(source), final)
     return final
+
+
+def remove_abandoned_partials(cache_root: Path) -> list[Path]:
+    """Delete the `.partial-*` folders under `cache_root` that no live preparation holds
+    (left by a killed one); returns what was removed."""
+    removed = []
+    now = time.time()
+    for folder in sorted(Path(cache_root).glob(".partial-*")):
+        try:
+            young = now - folder.stat().st_mtime < _GRACE_S and not (folder / _LOCK).exists()
+        except FileNotFoundError:
+            continue
+        if folder.is_dir() and not young and is_abandoned(folder / _LOCK):
+            shutil.rmtree(folder, ignore_errors=True)
+            log.info("removed %s, left by an interrupted preparation", folder)
+            removed.append(folder)
+    return removed
 
 
 def _fill(source: Preparable, folder: Path, progress: bool, threads: int,

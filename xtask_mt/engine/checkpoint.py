@@ -3,9 +3,9 @@ checked against the model they are loaded into."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import pickle
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -24,23 +24,53 @@ class CheckpointError(UserError):
     """A checkpoint file that cannot be used: truncated, foreign, or from another model."""
 
 
+class DiskFullError(UserError):
+    """No space left (or quota exceeded) while writing a file; the previous one is kept."""
+
+
+_TMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Call `write` on a temp file in `path`'s folder, fsync, then rename it over `path`.
 
-    An interrupted write leaves the previous file intact and no temp file behind.
+    The file gets the permissions the umask gives a new file (mkstemp's are owner-only).
+    An interrupted write leaves the previous file intact; a kill -9 may leave a temp file,
+    which remove_stale_temp_files deletes on the job's next start. A full disk becomes one
+    DiskFullError naming the file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            kept = f"the previous {path.name} is kept" if path.exists() else "nothing was kept"
+            raise DiskFullError(f"disk full while writing {path} ({exc.strerror}); {kept}. "
+                                "Free some space and run the same command again") from exc
         raise
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete the temp files write_atomic left in `folder` when its process was killed.
+    Call it only while holding the folder (no other writer)."""
+    stale = [p for p in Path(folder).glob(f".*{_TMP_SUFFIX}") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -55,19 +85,34 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     write_atomic(path, lambda f: torch.save(payload, f))
 
 
+def _verify_archive(path: Path) -> None:
+    """Check every member of the checkpoint's zip archive against its CRC-32: torch.load does
+    not, and a flipped bit in a tensor would otherwise load as a silently wrong weight."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except Exception as exc:  # not a zip at all, or its directory is damaged
+        raise CheckpointError(
+            f"checkpoint {path} is damaged, truncated or not a PyTorch file "
+            f"({type(exc).__name__}: {exc}); delete it or pick another one") from exc
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path} is damaged: its member {bad} fails the CRC "
+                              "check; delete it or pick another one")
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint with weights_only=True; clear errors for missing/corrupt/foreign files."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    _verify_archive(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile,
-            ValueError) as exc:
+    except Exception as exc:  # any damage shows as some exception here
         raise CheckpointError(
-            f"checkpoint {path} is truncated or not a PyTorch file ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); delete it or pick another one"
-        ) from exc
+            f"checkpoint {path} is damaged, truncated or not a PyTorch file "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "delete it or pick another one") from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not an xtask-mt checkpoint (no '{CHECKPOINT_FORMAT}' "
                               "marker); it was written by another program")

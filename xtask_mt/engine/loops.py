@@ -31,6 +31,25 @@ class _Averages:
             self.sums[k] = self.sums[k] + v if k in self.sums else v
             self.counts[k] += 1
 
+    def state(self) -> dict[str, dict[str, float]]:
+        """The sums and counts of all processes together, as plain numbers for a checkpoint
+        (every process must call it)."""
+        keys = sorted(self.sums)
+        if not keys:
+            return {"sums": {}, "counts": {}}
+        sums = torch.stack([self.sums[k] for k in keys])
+        counts = torch.tensor([self.counts[k] for k in keys], dtype=torch.float64,
+                              device=sums.device)
+        all_reduce_sum_([sums, counts])
+        return {"sums": dict(zip(keys, sums.tolist(), strict=True)),
+                "counts": dict(zip(keys, counts.tolist(), strict=True))}
+
+    def restore(self, state: dict[str, dict[str, float]], device: torch.device) -> None:
+        """Continue from `state` (see state()); give it to one process only."""
+        for k, v in state.get("sums", {}).items():
+            self.sums[k] = torch.tensor(v, dtype=torch.float32, device=device)
+            self.counts[k] = int(state["counts"][k])
+
     def result(self) -> dict[str, float]:
         """Means over all batches of all processes (each process's sums and counts added)."""
         keys = sorted(self.sums)
@@ -47,7 +66,9 @@ class _Averages:
 class EpochSettings:
     """How an epoch runs: `first_step` numbers its steps globally; `skip_steps` batches are
     drawn but not trained on (resuming inside an epoch); `stop_requested` is polled after
-    every step, and when it turns true (on any process) the epoch ends early."""
+    every step, and when it turns true (on any process) the epoch ends early. `resumed`
+    holds the running sums of the skipped steps (EpochResult.partial of the stopped run),
+    given to one process only, so the epoch's means cover all of its steps."""
 
     description: str = "train"
     first_step: int = 0
@@ -55,6 +76,7 @@ class EpochSettings:
     skip_nonfinite: bool = False
     progress_bar: bool = True
     stop_requested: Callable[[], bool] = lambda: False
+    resumed: dict[str, dict[str, float]] | None = None
 
 
 @dataclass
@@ -65,6 +87,7 @@ class EpochResult:
     steps_done: int  # steps of this epoch completed so far, skipped ones included
     skipped_nonfinite: int = 0
     stopped: bool = False
+    partial: dict[str, dict[str, float]] | None = None  # running sums, when stopped early
 
 
 def train_one_epoch(parts: TrainingParts, loader: Iterable,
@@ -79,27 +102,32 @@ def train_one_epoch(parts: TrainingParts, loader: Iterable,
     parts.runner.train()
     parts.weighting.train()
     averages = _Averages()
+    if s.resumed:
+        averages.restore(s.resumed, parts.options.device)
+    if s.skip_steps and s.skip_steps >= len(loader):  # stopped after the epoch's last step
+        return EpochResult(averages.result(), s.skip_steps)
     skipped = steps_done = 0
-    bar = tqdm(loader, desc=s.description, leave=False, disable=not s.progress_bar,
-               dynamic_ncols=True)
-    for i, batch in enumerate(bar):
-        steps_done = i + 1
-        if i < s.skip_steps:
-            continue
-        result = train_step(parts, to_device(batch, parts.options.device), s.first_step + i,
-                            skip_nonfinite=s.skip_nonfinite)
-        if result.applied:
-            averages.add({**{f"loss_{k}": v for k, v in result.losses.terms.items()},
-                          **{f"task_{k}": v for k, v in result.losses.tasks.items()},
-                          "total": result.total})
-            if result.grad_stats is not None:
-                averages.add({f"grad_{k}": v for k, v in result.grad_stats.items()})
-            if s.progress_bar:
-                bar.set_postfix(loss=f"{float(result.total.detach()):.4f}", refresh=False)
-        else:
-            skipped += 1
-        if any_process(s.stop_requested()):
-            return EpochResult(averages.result(), steps_done, skipped, stopped=True)
+    with tqdm(loader, desc=s.description, leave=False, disable=not s.progress_bar,
+              dynamic_ncols=True) as bar:  # closed before any error line is printed
+        for i, batch in enumerate(bar):
+            steps_done = i + 1
+            if i < s.skip_steps:
+                continue
+            result = train_step(parts, to_device(batch, parts.options.device),
+                                s.first_step + i, skip_nonfinite=s.skip_nonfinite)
+            if result.applied:
+                averages.add({**{f"loss_{k}": v for k, v in result.losses.terms.items()},
+                              **{f"task_{k}": v for k, v in result.losses.tasks.items()},
+                              "total": result.total})
+                if result.grad_stats is not None:
+                    averages.add({f"grad_{k}": v for k, v in result.grad_stats.items()})
+                if s.progress_bar:
+                    bar.set_postfix(loss=f"{float(result.total.detach()):.4f}", refresh=False)
+            else:
+                skipped += 1
+            if any_process(s.stop_requested()):
+                return EpochResult(averages.result(), steps_done, skipped, stopped=True,
+                                   partial=averages.state())
     return EpochResult(averages.result(), steps_done, skipped)
 
 
@@ -118,14 +146,15 @@ def evaluate(model: nn.Module, loader: Iterable, objective: TaskObjective,
     """
     model.eval()
     averages = _Averages()
-    for batch in tqdm(loader, desc=description, leave=False, disable=not progress_bar,
-                      dynamic_ncols=True):
-        batch = to_device(batch, options.device)
-        with options.autocast():
-            out = model(options.image(batch["image"]))
-        metrics.update(out, batch)
-        averages.add({f"loss_{k}": v for k, v in objective(out, batch).terms.items()})
-        if on_batch is not None:
-            on_batch(batch, out)
+    with tqdm(loader, desc=description, leave=False, disable=not progress_bar,
+              dynamic_ncols=True) as bar:
+        for batch in bar:
+            batch = to_device(batch, options.device)
+            with options.autocast():
+                out = model(options.image(batch["image"]))
+            metrics.update(out, batch)
+            averages.add({f"loss_{k}": v for k, v in objective(out, batch).terms.items()})
+            if on_batch is not None:
+                on_batch(batch, out)
     all_reduce_sum_(metrics.state_tensors())
     return {**metrics.compute(), **averages.result()}

@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from xtask_mt.engine.checkpoint import write_json_atomic
-from xtask_mt.engine.trainer import train
+from xtask_mt.engine.trainer import RunDirBusyError, train
 from xtask_mt.errors import UserError
 from xtask_mt.runtime.preemption import TrainingInterrupted
 
@@ -85,6 +85,8 @@ def run_training_job(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     _keep_loader_workers_out_of_joblib(cfg)
     try:
         summary = train(cfg, output_dir)
+    except RunDirBusyError:
+        raise  # the folder is another live job's: write nothing into it
     except BaseException as exc:
         output_dir.mkdir(parents=True, exist_ok=True)
         interrupted = isinstance(exc, KeyboardInterrupt | TrainingInterrupted)

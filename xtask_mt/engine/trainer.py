@@ -37,12 +37,15 @@ from xtask_mt.engine.checkpoint import (
     CheckpointError,
     check_model_spec,
     load_checkpoint,
+    remove_stale_temp_files,
     save_checkpoint,
+    write_atomic,
     write_json_atomic,
 )
 from xtask_mt.engine.loops import EpochSettings, evaluate, train_one_epoch
 from xtask_mt.engine.step import TrainingParts
-from xtask_mt.errors import ConfigError
+from xtask_mt.errors import ConfigError, UserError
+from xtask_mt.locks import FileLock
 from xtask_mt.runtime.distributed import (
     DistributedContext,
     any_process,
@@ -63,6 +66,7 @@ from xtask_mt.tasks import get_task
 from xtask_mt.tracking import Tracker, build_tracker, validation_previews
 
 log = logging.getLogger(__name__)
+RUN_LOCK = ".train.lock"  # held by the process training into the folder
 
 
 @dataclass
@@ -77,6 +81,7 @@ class Progress:
     final: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     skipped_nonfinite: int = 0
+    partial_epoch: dict[str, dict[str, float]] = field(default_factory=dict)  # running sums
 
 
 def model_spec(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
@@ -159,7 +164,47 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         shutdown_distributed(wait_for_all=finished)
 
 
+class RunDirBusyError(UserError):
+    """Another live process is training into the same output folder."""
+
+
 def _train(cfg: DictConfig, output_dir: Path, ctx: DistributedContext) -> dict[str, Any]:
+    lock = FileLock(output_dir / RUN_LOCK)
+    if ctx.is_main:
+        if not lock.acquire():
+            raise RunDirBusyError(
+                f"{output_dir} is in use by another training process (pid {lock.holder()}); "
+                "wait for it to finish or give this job another hydra.run.dir")
+        for folder in (output_dir, output_dir / "checkpoints"):
+            for stale in remove_stale_temp_files(folder):
+                log.info("removed %s, left by an interrupted write", stale)
+    job_config = _read_job_config(output_dir) if ctx.is_main else {}
+    try:
+        with lock:
+            return _train_holding_the_folder(cfg, output_dir, ctx)
+    finally:
+        _restore_job_config(job_config)
+
+
+def _read_job_config(output_dir: Path) -> dict[Path, bytes]:
+    """The job's .hydra/*.yaml as Hydra wrote them when this process started."""
+    return {p: p.read_bytes() for p in sorted((output_dir / ".hydra").glob("*.yaml"))}
+
+
+def _restore_job_config(saved: dict[Path, bytes]) -> None:
+    """Put back this job's .hydra/*.yaml if a refused second process overwrote them (Hydra
+    writes them before the job can take the folder's lock)."""
+    for path, text in saved.items():
+        try:
+            if path.read_bytes() == text:
+                continue
+        except OSError:
+            pass
+        write_atomic(path, lambda f, text=text: f.write(text))
+
+
+def _train_holding_the_folder(cfg: DictConfig, output_dir: Path, ctx: DistributedContext
+                              ) -> dict[str, Any]:
     run = setup(cfg, output_dir, ctx)
     run_id = resume(run)
     run.tracker = build_tracker(cfg, output_dir, resume_id=run_id) if ctx.is_main else Tracker()
@@ -272,14 +317,17 @@ def train_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
     result = train_one_epoch(p, run.train_loader, EpochSettings(
         description=f"epoch {epoch}/{epochs}", first_step=(epoch - 1) * steps,
         skip_steps=progress.step_in_epoch, skip_nonfinite=bool(t.skip_nonfinite),
-        progress_bar=run.progress_bar, stop_requested=lambda: stop.requested))
+        progress_bar=run.progress_bar, stop_requested=lambda: stop.requested,
+        resumed=progress.partial_epoch if run.ctx.is_main else None))
     progress.skipped_nonfinite += result.skipped_nonfinite
-    if result.stopped and result.steps_done < steps:
+    if result.stopped:  # even after the epoch's last step: validation waits for the resume
         progress.step_in_epoch = result.steps_done
+        progress.partial_epoch = result.partial or {}
         save(run, ("last.pt",))
         raise _interrupted(run, stop.signum,
                            f"in epoch {epoch} after step {result.steps_done}/{steps}")
     progress.step_in_epoch = 0
+    progress.partial_epoch = {}
     run.train_stats = result.stats
     p.weighting.epoch_end({k[len("task_"):]: v for k, v in result.stats.items()
                            if k.startswith("task_")})
@@ -298,7 +346,9 @@ def train_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
     progress.epoch = epoch
     run.epochs_run.append(epoch)
     run.tracker.log(logged, step=epoch)
-    save(run, ("last.pt", "best.pt") if is_best else ("last.pt",))
+    # last.pt, which says where training stands, is written last: a kill while best.pt is
+    # written leaves last.pt at the previous epoch, which the resumed job trains again
+    save(run, ("best.pt", "last.pt") if is_best else ("last.pt",))
     log.info("epoch %d/%d  %s", epoch, epochs, _format(logged, run.cfg.model.tasks))
     if any_process(stop.requested):
         raise _interrupted(run, stop.signum, f"after epoch {epoch}")

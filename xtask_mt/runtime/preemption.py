@@ -1,5 +1,6 @@
-"""SIGTERM / SIGUSR1 (what SLURM sends before preemption) become a request to stop at the
-next safe point, so the job can write a checkpoint before it exits."""
+"""SIGTERM / SIGUSR1 (what SLURM sends before preemption) and SIGINT (Ctrl-C) become a
+request to stop at the next safe point, so the job can write a checkpoint before it exits.
+A second Ctrl-C stops at once."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from types import FrameType
 from xtask_mt.errors import UserError
 
 log = logging.getLogger(__name__)
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 def signal_name(signum: int | None) -> str:
@@ -49,6 +50,8 @@ class StopRequest:
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # Ctrl-C twice: the user does not want to wait
         if self.signum is None:
             log.warning("received %s: stopping after the current step", signal_name(signum))
         self.signum = signum

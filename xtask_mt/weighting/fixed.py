@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -18,8 +19,12 @@ class FixedWeighting(TaskWeighting):
         unknown = set(weights) - set(self.tasks)
         if unknown:
             raise ValueError(f"weights given for unknown tasks {sorted(unknown)}")
-        self.register_buffer(
-            "weights", torch.tensor([float(weights.get(t, 1.0)) for t in self.tasks]))
+        values = [float(weights.get(t, 1.0)) for t in self.tasks]
+        bad = {t: v for t, v in zip(self.tasks, values, strict=True)
+               if not (math.isfinite(v) and v >= 0)}
+        if bad:
+            raise ValueError(f"weights must be finite numbers >= 0, got {bad}")
+        self.register_buffer("weights", torch.tensor(values))
 
     def combine(self, losses: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return (self.weights * self.stack(losses)).sum()
