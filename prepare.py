@@ -3,8 +3,9 @@
     python prepare.py dataset=cityscapes dataset.root=/data/cityscapes dataset.num_classes=19
     python prepare.py experiment=nyuv2_paper dataset.root=/data/nyu
 
-Takes the same overrides as train.py; prepares the train and val splits at the configured
-resolution and class count, and prints where each cache is.
+Takes the same overrides as train.py, checked the same way (exit 2 with one error line);
+prepares the train and val splits at the configured resolution and class count, and prints
+where each cache is.
 """
 
 import sys
@@ -13,8 +14,9 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from xtask_mt.config.build import build_dataset
-from xtask_mt.data.files import DatasetError
+from xtask_mt.config.validate import validate_config
 from xtask_mt.data.splits import BENCHMARK_SPLITS
+from xtask_mt.errors import UserError
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -30,12 +32,13 @@ def main(overrides: list[str]) -> int:
         return 2
     cfg.dataset.cache = True
     try:
+        validate_config(cfg)  # what train.py would refuse is not prepared either
         for split in BENCHMARK_SPLITS:
             dataset = build_dataset(cfg, split)
             print(f"{split}: {len(dataset)} frames prepared in {dataset.prepared.folder}")
-    except DatasetError as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 

@@ -133,14 +133,19 @@ def test_prepare_command(tmp_path, capsys, monkeypatch):
     data = tmp_path / "nyu"
     write_nyuv2(data, "train", frames=2, height=24, width=32)
     write_nyuv2(data, "val", frames=1, height=24, width=32)
-    args = ["dataset=nyuv2", f"dataset.root={data}", "dataset.height=24", "dataset.width=32",
+    args = ["dataset=nyuv2", f"dataset.root={data}", "dataset.height=32", "dataset.width=32",
             "dataset.cache=false"]
     assert command.main(args) == 0
     out = capsys.readouterr().out
     assert "train: 2 frames prepared" in out and "val: 1 frames prepared" in out
     assert len(list((data / "prepared").glob("nyuv2-*"))) == 2
-    assert command.main([*args, f"dataset.root={tmp_path / 'missing'}"]) == 1
+    assert command.main([*args, f"dataset.root={tmp_path / 'missing'}"]) == 2
     assert "NYUv2 root (dataset.root) not found" in capsys.readouterr().err
+    # the same checks as train.py: a size train.py refuses is not prepared
+    assert command.main([*args, "dataset.height=100"]) == 2
+    assert "dataset.height=100: expected a positive integer divisible by 32" in \
+        capsys.readouterr().err
+    assert len(list((data / "prepared").glob("nyuv2-*"))) == 2
 
 
 def test_partials_of_a_killed_preparation_are_removed_and_live_ones_kept(tmp_path):

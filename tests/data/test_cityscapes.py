@@ -119,6 +119,30 @@ def test_missing_label_or_disparity_names_the_file(tmp_path, which):
         Cityscapes(tmp_path, "train", height=32, width=64)
 
 
+@pytest.mark.parametrize("which", ["label", "disparity"])
+def test_a_label_or_disparity_without_its_image_is_named(tmp_path, which):
+    paths = write_cityscapes(tmp_path, "train", frames=2)
+    paths[1]["image"].unlink()
+    paths[1][{"label": "disparity", "disparity": "label"}[which]].unlink()
+    with pytest.raises(DatasetError, match=f"{paths[1][which].name} has no matching image"):
+        Cityscapes(tmp_path, "train", height=32, width=64)
+    paths[1][which].unlink()
+    assert len(Cityscapes(tmp_path, "train", height=32, width=64)) == 1
+
+
+def test_a_corrupt_png_read_by_a_loader_worker_is_one_line(tmp_path):
+    from torch.utils.data import DataLoader
+
+    paths = write_cityscapes(tmp_path, "train", frames=2)
+    paths[1]["label"].write_bytes(b"not a png" * 20)
+    loader = DataLoader(Cityscapes(tmp_path, "train", height=32, width=64), batch_size=1,
+                        num_workers=1)
+    with pytest.raises(DatasetError) as info:
+        list(loader)
+    assert str(info.value).startswith(f"cannot decode {paths[1]['label']}")
+    assert "\n" not in str(info.value) and "worker" not in str(info.value)
+
+
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
 def test_corrupt_png_names_the_file(tmp_path, damage):
     paths = write_cityscapes(tmp_path, "train", frames=2)

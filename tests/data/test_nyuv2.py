@@ -58,6 +58,13 @@ def test_missing_file_is_named(tmp_path, sub):
         NYUv2(tmp_path, "train")
 
 
+def test_a_label_without_its_image_is_named(tmp_path):
+    write_nyuv2(tmp_path, "train", frames=3)
+    (tmp_path / "train" / "image" / "2.npy").unlink()
+    with pytest.raises(DatasetError, match=r"label[/\\]2.npy.* has no matching image"):
+        NYUv2(tmp_path, "train")
+
+
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_corrupt_npy_is_named(tmp_path, damage):
     write_nyuv2(tmp_path, "train", frames=2)

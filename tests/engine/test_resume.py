@@ -205,3 +205,19 @@ def test_skip_nonfinite_counts_batches_and_keeps_training(tmp_path, monkeypatch)
     assert summary["skipped_nonfinite"] == 1
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("changed,named", [
+    (["loss.alpha=0.5"], "loss.alpha: checkpoint=0.01, config=0.5"),
+    (["optimizer.lr=1000000.0"], "optimizer.lr: checkpoint=0.0001, config=1000000.0"),
+])
+def test_resume_refuses_a_checkpoint_trained_with_other_settings(tmp_path, changed, named):
+    """A re-run sweep whose values moved to other job folders, or an optimiser override, must
+    not continue another job's training under new settings without a word."""
+    train(compose_config(TINY), tmp_path)
+    with pytest.raises(CheckpointError, match=f"other settings.*{named}"):
+        train(compose_config(TINY + ["trainer.epochs=2", *changed]), tmp_path)
+    # how long to train, and how the job is watched, may change
+    summary = train(compose_config(TINY + ["trainer.epochs=2", "trainer.progress_bar=false",
+                                           "dataset.num_workers=1"]), tmp_path)
+    assert summary["epochs_run"] == [2]

@@ -24,6 +24,7 @@ from xtask_mt.data.files import (
     read_png,
     require_dir,
     require_file,
+    require_no_orphans,
 )
 from xtask_mt.data.frames import Frame, FrameDataset
 from xtask_mt.data.labels import CITYSCAPES_CLASS_NAMES, UNKNOWN, cityscapes_lookup
@@ -74,6 +75,10 @@ class Cityscapes(FrameDataset):
             disparity = require_file(disparity_dir / city / f"{stem}_disparity.png",
                                      f"disparity file of {image.name}")
             files.append((image, label, disparity))
+        require_no_orphans(labels_dir, "*/*_gtFine_labelIds.png", {f[1] for f in files},
+                           f"expected under {images_dir}")
+        require_no_orphans(disparity_dir, "*/*_disparity.png", {f[2] for f in files},
+                           f"expected under {images_dir}")
         return files
 
     def decode(self, index: int) -> Frame:

@@ -28,6 +28,16 @@ def require_file(path: Path, what: str) -> Path:
     return path
 
 
+def require_no_orphans(folder: Path, pattern: str, expected: set[Path], what: str) -> None:
+    """A DatasetError naming the first file matching `pattern` under `folder` that is not in
+    `expected` (a label or depth file whose image is missing), rather than skipping it."""
+    orphans = sorted(p for p in folder.glob(pattern) if p not in expected)
+    if orphans:
+        more = f" (and {len(orphans) - 1} more)" if len(orphans) > 1 else ""
+        raise DatasetError(f"{orphans[0]}{more} has no matching image ({what}): restore the "
+                           "image, or remove the file from the split.")
+
+
 def read_png(path: Path, color: bool, dtype: type[np.generic]) -> np.ndarray:
     """Decode a PNG: RGB HxWx3 when `color`, else the stored single channel, of `dtype`."""
     flags = cv2.IMREAD_COLOR if color else cv2.IMREAD_UNCHANGED

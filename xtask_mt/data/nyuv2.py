@@ -21,6 +21,7 @@ from xtask_mt.data.files import (
     read_npy,
     require_dir,
     require_file,
+    require_no_orphans,
 )
 from xtask_mt.data.frames import Frame, FrameDataset
 from xtask_mt.data.labels import NYUV2_CLASS_NAMES
@@ -63,6 +64,9 @@ class NYUv2(FrameDataset):
         for image in sorted(dirs[0].glob("*.npy"), key=_order):
             files.append((image, *(require_file(d / image.name, f"{sub} file of {image}")
                                    for d, sub in zip(dirs[1:], subdirs[1:], strict=True))))
+        for column, folder in enumerate(dirs[1:], start=1):
+            require_no_orphans(folder, "*.npy", {f[column] for f in files},
+                               f"expected {dirs[0]}/<same name>")
         return files
 
     def decode(self, index: int) -> Frame:

@@ -132,3 +132,39 @@ def check_model_spec(path: Path, saved: dict[str, Any], current: dict[str, Any])
     if diffs:
         raise CheckpointError(f"checkpoint {path} was trained with another model; differing "
                               f"settings: {'; '.join(diffs)}")
+
+
+# Settings that may differ between a checkpoint and the job resuming it: how long to train,
+# where and how the job runs and is watched, where the data lies. Everything else changes
+# what the resumed job computes.
+RESUME_SAFE_KEYS = ("trainer.epochs", "trainer.resume", "trainer.progress_bar",
+                    "trainer.skip_finished", "trainer.device", "trainer.val_every",
+                    "trainer.val_at_start", "trainer.grad_stats_every", "trainer.compile",
+                    "trainer.compile_backend", "trainer.retain_host_memory",
+                    "trainer.strategy", "logger", "dataset.root", "dataset.num_workers",
+                    "dataset.cache", "dataset.cache_dir", "dataset.prepared_dir")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def check_training_settings(path: Path, saved: dict[str, Any], current: dict[str, Any]
+                            ) -> None:
+    """Refuse to resume a checkpoint trained with other settings (resolved configs), naming
+    each differing key; keys under RESUME_SAFE_KEYS may differ, and keys the checkpoint does
+    not know (options added since) are not compared."""
+    old, new = _flatten(saved), _flatten(current)
+    diffs = [f"{k}: checkpoint={old[k]!r}, config={new.get(k)!r}" for k in sorted(old)
+             if old[k] != new.get(k) and not k.startswith(RESUME_SAFE_KEYS)
+             and (k in new or not any(n.startswith(f"{k}.") for n in new))]
+    if diffs:
+        raise CheckpointError(
+            f"checkpoint {path} was trained with other settings, which a resume would mix "
+            f"into one run: {'; '.join(diffs)}. Run with the checkpoint's settings, or start "
+            "afresh (trainer.resume=false, or another hydra.run.dir)")

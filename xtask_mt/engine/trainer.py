@@ -36,6 +36,7 @@ from xtask_mt.data.splits import TRAIN, VAL
 from xtask_mt.engine.checkpoint import (
     CheckpointError,
     check_model_spec,
+    check_training_settings,
     load_checkpoint,
     remove_stale_temp_files,
     save_checkpoint,
@@ -265,6 +266,9 @@ def resume(run: Run) -> str | None:
         return None
     payload = load_checkpoint(path)
     check_model_spec(path, payload.get("model_spec", {}), model_spec(run.cfg, run.num_classes))
+    if payload.get("config"):
+        check_training_settings(path, payload["config"],
+                                OmegaConf.to_container(run.cfg, resolve=True))
     p = run.parts
     p.model.load_state_dict(payload["model"])
     p.optimizer.load_state_dict(payload["optimizer"])
