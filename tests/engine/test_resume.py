@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -20,20 +21,36 @@ from xtask_mt.engine.trainer import train
 RUN = TINY + ["trainer.epochs=3", "dataset.train_size=24", "dataset.val_size=4"]
 
 
-def _command(run_dir: Path) -> list[str]:
-    return [sys.executable, "train.py", *RUN, f"hydra.run.dir={run_dir}"]
+def _command(run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "train.py", *RUN, f"hydra.run.dir={run_dir}", *extra]
 
 
-def _start_and_signal(run_dir: Path, sig: int, delay: float) -> subprocess.Popen:
-    """Start a run, wait for its first checkpoint (epoch 1 done), then signal it in epoch 2."""
-    proc = subprocess.Popen(_command(run_dir), cwd=ROOT, stdout=subprocess.PIPE,
+# train.py with every rename of a finished temp file delayed, so that a kill can land while
+# a checkpoint is being written (its temp file complete, not yet in place)
+_SLOW_WRITES = ("import os, runpy, sys, time; rename = os.replace; "
+                "os.replace = lambda a, b: (time.sleep(0.5), rename(a, b))[1]; "
+                "sys.argv = ['train.py', *sys.argv[1:]]; "
+                "runpy.run_path('train.py', run_name='__main__')")
+
+
+def _start_and_signal(run_dir: Path, sig: int, delay: float, inside_write: int = 0,
+                      extra: tuple[str, ...] = ()) -> subprocess.Popen:
+    """Start a run, wait for its first checkpoint (epoch 1 done), then signal it in epoch 2
+    after `delay` s; or, with `inside_write=n`, signal it while the n-th checkpoint temp file
+    waits to be renamed into place."""
+    command = _command(run_dir, *extra)
+    if inside_write:
+        command = [sys.executable, "-c", _SLOW_WRITES, *command[2:]]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     last = run_dir / "checkpoints" / "last.pt"
     deadline = time.time() + 240
-    while not last.exists():
+    seen: set[str] = set()
+    while len(seen) < inside_write if inside_write else not last.exists():
         assert proc.poll() is None, proc.communicate()[1][-2000:]
         assert time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.02)
+        seen |= {p.name for p in (run_dir / "checkpoints").glob(".*.tmp")}
+        time.sleep(0.01)
     time.sleep(delay)
     proc.send_signal(sig)
     return proc
@@ -59,24 +76,40 @@ def _assert_same_metrics(got: dict, expected: dict) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, uninterrupted):
-    proc = _start_and_signal(tmp_path, signal.SIGKILL, delay=0.1)
+@pytest.mark.parametrize("seed", range(5))
+def test_sigkill_at_random_points_then_resume_matches_uninterrupted(tmp_path, uninterrupted,
+                                                                    seed):
+    """kill -9 inside a checkpoint write (seeds 0, 1: the 1st and 3rd temp file) or at a
+    random moment of epoch 2 (seeds 2-4); the resumed job's files agree with each other and
+    it ends as an uninterrupted one does."""
+    rng = random.Random(seed)
+    inside = {0: 1, 1: 3}.get(seed, 0)
+    proc = _start_and_signal(tmp_path, signal.SIGKILL, delay=0.0 if inside else
+                             rng.uniform(0.0, 1.5), inside_write=inside)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    done_before = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"]
-    assert 1 <= done_before < 3
+    last = tmp_path / "checkpoints" / "last.pt"
+    done_before = load_checkpoint(last)["epoch"] if last.exists() else 0
     resumed = _finish(tmp_path)
     assert resumed["epochs_run"] == list(range(done_before + 1, 4))  # no epoch trained twice
     assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
     _assert_same_metrics(resumed, uninterrupted)
+    best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    assert best["epoch"] == resumed["best_epoch"] == load_checkpoint(last)["progress"][
+        "best_epoch"]
+    assert not list(tmp_path.rglob("*.tmp"))
 
 
 @pytest.mark.slow
 def test_sigterm_writes_resumable_checkpoint_and_exits_cleanly(tmp_path, uninterrupted):
-    proc = _start_and_signal(tmp_path, signal.SIGTERM, delay=0.05)
+    proc = _start_and_signal(tmp_path, signal.SIGTERM, delay=0.05,
+                             extra=("trainer.progress_bar=true",))
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM
     assert "stopped by SIGTERM" in stderr and "Traceback" not in stderr
+    # the progress bar is closed (its line cleared) before the error line is printed
+    error_line = next(line for line in stderr.splitlines() if "stopped by SIGTERM" in line)
+    assert error_line.split("\r")[-1].startswith("error: stopped by SIGTERM"), error_line
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert state["epoch"] < 3  # stopped early, inside epoch 2 or right after epoch 1
     resumed = _finish(tmp_path)
