@@ -87,10 +87,10 @@ def test_two_gloo_processes_match_one_process_with_the_global_batch(tmp_path):
     ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
     single = _ddp_and_single(common, ddp_dir, single_dir)
 
-    # rank 0 alone tracks and writes; both ranks agree on every figure
+    # rank 0 alone tracks, writes and holds the folder's lock; both ranks agree on every figure
     assert sorted(p.name for p in ddp_dir.iterdir()) == [
-        "checkpoints", "metrics.json", "summary-rank0.json", "summary-rank1.json",
-        "tracker-rank0.jsonl"]
+        ".train.lock", "checkpoints", "metrics.json", "summary-rank0.json",
+        "summary-rank1.json", "tracker-rank0.jsonl"]
     assert sorted(p.name for p in (ddp_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     rank0 = json.loads((ddp_dir / "summary-rank0.json").read_text())
     rank1 = json.loads((ddp_dir / "summary-rank1.json").read_text())
