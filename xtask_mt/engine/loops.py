@@ -32,12 +32,12 @@ class _Averages:
             self.counts[k] += 1
 
     def state(self) -> dict[str, dict[str, float]]:
-        """The sums and counts of all processes together, as plain numbers for a checkpoint
-        (every process must call it)."""
+        """The sums and counts of all processes together (added in float64), as plain
+        numbers for a checkpoint and for result() (every process must call it)."""
         keys = sorted(self.sums)
         if not keys:
             return {"sums": {}, "counts": {}}
-        sums = torch.stack([self.sums[k] for k in keys])
+        sums = torch.stack([self.sums[k] for k in keys]).double()
         counts = torch.tensor([self.counts[k] for k in keys], dtype=torch.float64,
                               device=sums.device)
         all_reduce_sum_([sums, counts])
@@ -52,14 +52,12 @@ class _Averages:
 
     def result(self) -> dict[str, float]:
         """Means over all batches of all processes (each process's sums and counts added)."""
-        keys = sorted(self.sums)
-        if not keys:
-            return {}
-        sums = torch.stack([self.sums[k] for k in keys]).double()
-        counts = torch.tensor([self.counts[k] for k in keys], dtype=torch.float64,
-                              device=sums.device)
-        all_reduce_sum_([sums, counts])
-        return {k: float(s / c) for k, s, c in zip(keys, sums, counts, strict=True)}
+        return _means(self.state())
+
+
+def _means(state: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The means of an _Averages.state()."""
+    return {k: s / state["counts"][k] for k, s in state["sums"].items()}
 
 
 @dataclass
@@ -126,8 +124,9 @@ def train_one_epoch(parts: TrainingParts, loader: Iterable,
             else:
                 skipped += 1
             if any_process(s.stop_requested()):
-                return EpochResult(averages.result(), steps_done, skipped, stopped=True,
-                                   partial=averages.state())
+                partial = averages.state()
+                return EpochResult(_means(partial), steps_done, skipped, stopped=True,
+                                   partial=partial)
     return EpochResult(averages.result(), steps_done, skipped)
 
 
