@@ -8,14 +8,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from xtask_mt.errors import UserError
 from xtask_mt.losses import LossOutput, TaskObjective
-from xtask_mt.runtime.distributed import all_reduce_sum_, any_process, average_gradients_
+from xtask_mt.runtime.distributed import any_process, average_gradients_
 from xtask_mt.runtime.precision import StepOptions
-from xtask_mt.weighting import StepContext, TaskWeighting, encoder_features
+from xtask_mt.weighting import (
+    StepContext,
+    TaskWeighting,
+    encoder_features,
+    mean_over_processes,
+)
 from xtask_mt.weighting.gradients import task_jacobian
 
 PhaseTimer = Callable[[str], contextlib.AbstractContextManager]
@@ -89,10 +93,8 @@ def _task_gradient_stats(parts: TrainingParts, losses: LossOutput,
     gradients averaged over the processes under DDP."""
     tasks = parts.weighting.tasks
     shared = [p for p in ctx.shared_parameters if p.requires_grad]
-    jacobian = task_jacobian([losses.tasks[t].float() for t in tasks], shared)
-    all_reduce_sum_([jacobian])
-    if dist.is_initialized():
-        jacobian /= dist.get_world_size()
+    jacobian = mean_over_processes(task_jacobian([losses.tasks[t].float() for t in tasks],
+                                                 shared))
     return gradient_stats(tasks, jacobian)
 
 

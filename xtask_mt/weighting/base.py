@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 
@@ -102,3 +103,13 @@ def encoder_features(encoder: nn.Module, into: list[torch.Tensor], wanted: bool)
         yield
     finally:
         handle.remove()
+
+
+def mean_over_processes(values: torch.Tensor) -> torch.Tensor:
+    """`values` averaged over the DDP processes (a new tensor), or `values` without DDP:
+    what keeps a method's state and its update the same on every process."""
+    if not dist.is_initialized():
+        return values
+    total = values.clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total / dist.get_world_size()

@@ -8,9 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-import torch.distributed as dist
 
-from xtask_mt.weighting.base import StepContext, TaskWeighting
+from xtask_mt.weighting.base import StepContext, TaskWeighting, mean_over_processes
 
 
 class FAMOWeighting(TaskWeighting):
@@ -48,21 +47,13 @@ class FAMOWeighting(TaskWeighting):
         self.register_buffer("weights", torch.full((k,), 1.0 / k))
         self.register_buffer("losses_before", torch.zeros(k))
 
-    def _global(self, values: torch.Tensor) -> torch.Tensor:
-        """`values` averaged over the DDP processes (as is without DDP)."""
-        if dist.is_initialized():
-            values = values.clone()
-            dist.all_reduce(values)
-            values /= dist.get_world_size()
-        return values
-
     def _log_gap(self, losses: torch.Tensor) -> torch.Tensor:
         return (losses.clamp(min=0) + self.eps).log()
 
     def combine(self, losses: Mapping[str, torch.Tensor]) -> torch.Tensor:
         stacked = self.stack(losses)
         with torch.no_grad():
-            now = self._global(stacked.detach())
+            now = mean_over_processes(stacked.detach())
             z = torch.softmax(self.logits, 0)
             gap = now.clamp(min=0) + self.eps
             self.weights.copy_(z / gap / (z / gap).sum())
@@ -82,7 +73,7 @@ class FAMOWeighting(TaskWeighting):
         if ctx.losses_after_step is None:
             raise RuntimeError("FAMO needs the losses after the update (StepContext."
                                "losses_after_step)")
-        after = self._global(self.stack(ctx.losses_after_step()))
+        after = mean_over_processes(self.stack(ctx.losses_after_step()))
         decrease = self._log_gap(self.losses_before) - self._log_gap(after)
         if not torch.isfinite(decrease).all():
             return  # a skipped or overflowed step teaches the logits nothing

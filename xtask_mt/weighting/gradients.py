@@ -17,10 +17,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from xtask_mt.weighting.base import StepContext, TaskWeighting
+from xtask_mt.weighting.base import StepContext, TaskWeighting, mean_over_processes
 
 # aggregator names (the YAML's `method`) -> torchjd.aggregation class names
 METHODS = {"pcgrad": "PCGrad", "mgda": "MGDA", "imtl_g": "IMTLG", "cagrad": "CAGrad",
@@ -66,10 +65,8 @@ class GradientAggregation(TaskWeighting):
     def backward(self, losses: Mapping[str, torch.Tensor], ctx: StepContext) -> torch.Tensor:
         shared = [p for p in ctx.shared_parameters if p.requires_grad]
         scale = float(ctx.scaler.get_scale()) if ctx.scaler is not None else 1.0
-        jacobian = task_jacobian([ctx.scale(losses[t].float()) for t in self.tasks], shared)
-        if dist.is_initialized():
-            dist.all_reduce(jacobian, op=dist.ReduceOp.SUM)
-            jacobian /= dist.get_world_size()
+        jacobian = mean_over_processes(
+            task_jacobian([ctx.scale(losses[t].float()) for t in self.tasks], shared))
         if torch.isfinite(jacobian).all():
             update = self.aggregate(jacobian / scale) * scale
         else:  # overflow: keep it, so the scaler (or the non-finite check) skips the step
