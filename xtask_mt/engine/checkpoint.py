@@ -85,6 +85,14 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     write_atomic(path, lambda f: torch.save(payload, f))
 
 
+def _unreadable(path: Path, exc: Exception) -> CheckpointError:
+    """The one-line error for a checkpoint that cannot be read, with the first line of the
+    reader's own complaint."""
+    detail = str(exc).splitlines()[0] if str(exc) else ""
+    return CheckpointError(f"checkpoint {path} is damaged, truncated or not a PyTorch file "
+                           f"({type(exc).__name__}: {detail}); delete it or pick another one")
+
+
 def _verify_archive(path: Path) -> None:
     """Check every member of the checkpoint's zip archive against its CRC-32: torch.load does
     not, and a flipped bit in a tensor would otherwise load as a silently wrong weight."""
@@ -92,9 +100,7 @@ def _verify_archive(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
     except Exception as exc:  # not a zip at all, or its directory is damaged
-        raise CheckpointError(
-            f"checkpoint {path} is damaged, truncated or not a PyTorch file "
-            f"({type(exc).__name__}: {exc}); delete it or pick another one") from exc
+        raise _unreadable(path, exc) from exc
     if bad is not None:
         raise CheckpointError(f"checkpoint {path} is damaged: its member {bad} fails the CRC "
                               "check; delete it or pick another one")
@@ -109,10 +115,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any damage shows as some exception here
-        raise CheckpointError(
-            f"checkpoint {path} is damaged, truncated or not a PyTorch file "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-            "delete it or pick another one") from exc
+        raise _unreadable(path, exc) from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not an xtask-mt checkpoint (no '{CHECKPOINT_FORMAT}' "
                               "marker); it was written by another program")
