@@ -79,38 +79,50 @@ def _not_predicted(ax: plt.Axes) -> None:
 def _label_row(axes: Sequence[plt.Axes], row: PanelRow, colours: np.ndarray) -> None:
     cells = [("ground truth", np.where(row.valid, row.truth, -1)), *row.predictions.items()]
     for ax, (name, labels) in zip(axes, cells, strict=False):
-        ax.set_title(f"{row.task}: {name}", fontsize=9)
-        if labels is None:
-            _not_predicted(ax)
-        else:
+        if _titled(ax, f"{row.task}: {name}", labels):
             ax.imshow(colourise(labels, colours), interpolation="nearest")
 
 
 def _vector_row(fig: plt.Figure, axes: Sequence[plt.Axes], row: PanelRow) -> None:
     """Unit vectors as RGB of (n + 1) / 2; the direct prediction's angular error last."""
-    cells = [("ground truth (black: invalid)", row.truth, row.valid), *(
-        (name, values, None) for name, values in row.predictions.items())]
+    cells = _cells(row)
     for ax, (name, values, valid) in zip(axes, cells, strict=False):
-        ax.set_title(f"{row.task}: {name}", fontsize=9)
-        if values is None:
-            _not_predicted(ax)
-            continue
-        rgb = (np.clip(values, -1.0, 1.0) + 1.0) / 2.0
-        if valid is not None:
-            rgb = np.where(valid[..., None], rgb, 0.0)
-        ax.imshow(rgb, interpolation="nearest")
+        if _titled(ax, f"{row.task}: {name}", values):
+            rgb = (np.clip(values, -1.0, 1.0) + 1.0) / 2.0
+            if valid is not None:
+                rgb = np.where(valid[..., None], rgb, 0.0)
+            ax.imshow(rgb, interpolation="nearest")
     direct = row.predictions.get("direct")
     ax = axes[len(cells)]
-    ax.set_title(f"angle(direct, ground truth) (grey: no {row.task})", fontsize=9)
-    if direct is None:
+    if _titled(ax, f"angle(direct, ground truth) (grey: no {row.task})", direct):
+        unit = direct / np.maximum(np.linalg.norm(direct, axis=-1, keepdims=True), 1e-6)
+        cosine = np.clip((unit * row.truth).sum(-1), -1.0, 1.0)
+        _error_image(fig, ax, row, np.degrees(np.arccos(cosine)), 90.0, "angular error [deg]")
+
+
+def _cells(row: PanelRow) -> list[tuple[str, np.ndarray | None, np.ndarray | None]]:
+    """(title, values, valid mask) of a row's cells: the ground truth, then each prediction."""
+    return [("ground truth (black: invalid)", row.truth, row.valid), *(
+        (name, values, None) for name, values in row.predictions.items())]
+
+
+def _titled(ax: plt.Axes, title: str, values: np.ndarray | None) -> bool:
+    """Title a cell; False, with the cell marked as not predicted, when there are no values
+    to draw."""
+    ax.set_title(title, fontsize=9)
+    if values is None:
         _not_predicted(ax)
-        return
-    unit = direct / np.maximum(np.linalg.norm(direct, axis=-1, keepdims=True), 1e-6)
-    cosine = np.clip((unit * row.truth).sum(-1), -1.0, 1.0)
-    angle = np.ma.masked_where(~row.valid, np.degrees(np.arccos(cosine)))
+        return False
+    return True
+
+
+def _error_image(fig: plt.Figure, ax: plt.Axes, row: PanelRow, error: np.ndarray,
+                 vmax: float, label: str) -> None:
+    """A per-pixel error from 0 to `vmax`, grey where the row has no ground truth."""
     cm = plt.get_cmap(ERROR_CMAP).with_extremes(bad="lightgrey")
-    err_im = ax.imshow(angle, cmap=cm, vmin=0.0, vmax=90.0, interpolation="nearest")
-    fig.colorbar(err_im, ax=ax, shrink=0.9, label="angular error [deg]")
+    image = ax.imshow(np.ma.masked_where(~row.valid, error), cmap=cm, vmin=0.0, vmax=vmax,
+                      interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.9, label=label)
 
 
 def _heat_row(fig: plt.Figure, ax: plt.Axes, row: PanelRow) -> None:
@@ -132,30 +144,20 @@ def _map_row(fig: plt.Figure, axes: Sequence[plt.Axes], row: PanelRow) -> None:
             lo, hi = min(lo, float(np.percentile(d, 1))), max(hi, float(np.percentile(d, 99)))
     lo = max(lo, 0.0)
     unit = f" [{row.unit}]" if row.unit else ""
-    cells = [("ground truth (black: invalid)", row.truth, row.valid), *(
-        (name, values, None) for name, values in row.predictions.items())]
+    cells = _cells(row)
     image = None
     for ax, (name, values, valid) in zip(axes, cells, strict=False):
-        ax.set_title(f"{row.task}: {name}", fontsize=9)
-        if values is None:
-            _not_predicted(ax)
-            continue
-        data = np.ma.masked_where(~valid, values) if valid is not None else values
-        cmap = plt.get_cmap(DEPTH_CMAP).with_extremes(bad="black")
-        image = ax.imshow(data, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
+        if _titled(ax, f"{row.task}: {name}", values):
+            data = np.ma.masked_where(~valid, values) if valid is not None else values
+            cmap = plt.get_cmap(DEPTH_CMAP).with_extremes(bad="black")
+            image = ax.imshow(data, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
     fig.colorbar(image, ax=list(axes[:len(cells)]), shrink=0.9, label=f"{row.task}{unit}")
     direct = row.predictions.get("direct")
     ax = axes[len(cells)]
-    ax.set_title(f"|direct - ground truth| (grey: no {row.task})", fontsize=9)
-    if direct is None:
-        _not_predicted(ax)
-        return
-    err = np.abs(direct - row.truth)
-    err_hi = float(np.percentile(err[row.valid], 99)) if row.valid.any() else 1.0
-    cm = plt.get_cmap(ERROR_CMAP).with_extremes(bad="lightgrey")
-    err_im = ax.imshow(np.ma.masked_where(~row.valid, err), cmap=cm, vmin=0.0,
-                       vmax=max(err_hi, 1e-6), interpolation="nearest")
-    fig.colorbar(err_im, ax=ax, shrink=0.9, label=f"abs error{unit}")
+    if _titled(ax, f"|direct - ground truth| (grey: no {row.task})", direct):
+        err = np.abs(direct - row.truth)
+        err_hi = float(np.percentile(err[row.valid], 99)) if row.valid.any() else 1.0
+        _error_image(fig, ax, row, err, max(err_hi, 1e-6), f"abs error{unit}")
 
 
 def sample_panel(path: Path, image: np.ndarray, rows: Sequence[PanelRow],
