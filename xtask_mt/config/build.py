@@ -127,6 +127,12 @@ def build_loader(cfg: DictConfig, dataset: Dataset, train: bool, rank: int = 0,
 _SEED_EDGES = {"seg_to_depth": ("seg", "depth", "alpha"), "depth_to_seg": ("depth", "seg", "gamma")}
 
 
+def seed_edge_pairs() -> list[list[str]]:
+    """The seed's two transfer edges as [source, target] pairs, which configs and
+    checkpoints written before edges were configurable had."""
+    return [[s, t] for s, t, _ in _SEED_EDGES.values()]
+
+
 def with_transfer_edges(cfg: DictConfig) -> DictConfig:
     """`cfg`, or a copy with the seed's edges and weights where an older saved config
     (of a run to evaluate) lacks `model.transfer.edges` / `loss.consistency`."""
@@ -134,7 +140,7 @@ def with_transfer_edges(cfg: DictConfig) -> DictConfig:
         return cfg
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
-        cfg.model.transfer.edges = [[s, t] for s, t, _ in _SEED_EDGES.values()]
+        cfg.model.transfer.edges = seed_edge_pairs()
         cfg.loss.consistency = {edge: cfg.loss[weight]
                                 for edge, (_, _, weight) in _SEED_EDGES.items()}
     return cfg

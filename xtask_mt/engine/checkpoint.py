@@ -14,6 +14,7 @@ from typing import IO, Any
 
 import torch
 
+from xtask_mt.config.build import seed_edge_pairs
 from xtask_mt.errors import UserError
 
 CHECKPOINT_FORMAT = "xtask-mt-checkpoint"
@@ -127,7 +128,7 @@ def check_model_spec(path: Path, saved: dict[str, Any], current: dict[str, Any])
     saved = dict(saved)
     if "model.transfer.enabled" in saved and "model.transfer.edges" not in saved:
         # written before transfer nets became edges: the seed's two, when transfer was on
-        saved["model.transfer.edges"] = [["seg", "depth"], ["depth", "seg"]] \
+        saved["model.transfer.edges"] = seed_edge_pairs() \
             if saved["model.transfer.enabled"] else []
     keys = sorted(set(saved) | set(current))
     diffs = [f"{k}: checkpoint={saved.get(k)!r}, config={current.get(k)!r}" for k in keys
