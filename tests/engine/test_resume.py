@@ -254,3 +254,16 @@ def test_resume_refuses_a_checkpoint_trained_with_other_settings(tmp_path, chang
     summary = train(compose_config(TINY + ["trainer.epochs=2", "trainer.progress_bar=false",
                                            "dataset.num_workers=1"]), tmp_path)
     assert summary["epochs_run"] == [2]
+
+
+def test_a_model_spec_written_before_edges_means_the_seed_edges():
+    from xtask_mt.engine.checkpoint import check_model_spec
+
+    old = {"model.transfer.enabled": True}
+    seed = {"model.transfer.enabled": True,
+            "model.transfer.edges": [["seg", "depth"], ["depth", "seg"]]}
+    check_model_spec(Path("old.pt"), old, seed)
+    with pytest.raises(CheckpointError, match="model.transfer.edges"):
+        check_model_spec(Path("old.pt"), old, {**seed, "model.transfer.edges": [["seg", "depth"]]})
+    check_model_spec(Path("old.pt"), {"model.transfer.enabled": False},
+                     {"model.transfer.enabled": False, "model.transfer.edges": []})
