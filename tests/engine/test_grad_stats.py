@@ -33,3 +33,27 @@ def test_the_history_holds_them_only_when_asked(tmp_path):
     assert epoch["train/grad_gram_cond"] >= 1
     off = train(compose_config(TINY), tmp_path / "off")
     assert not any(k.startswith("train/grad_") for k in off["history"][0])
+
+
+def test_a_gradient_method_s_own_task_gradients_are_reused(tmp_path, monkeypatch):
+    """With pcgrad the diagnostics take the method's task gradients instead of K more
+    backward passes; on the first step (same weights, same batch) they equal those a
+    loss-based method measures itself."""
+    from xtask_mt.engine import step as step_module
+
+    one_step = TINY + ["trainer.grad_stats_every=1", "dataset.train_size=4"]
+    measured = train(compose_config(one_step), tmp_path / "fixed")["history"][0]
+    calls = {"n": 0}
+    original = step_module.task_jacobian
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(step_module, "task_jacobian", counted)
+    reused = train(compose_config(one_step + ["weighting=pcgrad"]),
+                   tmp_path / "pcgrad")["history"][0]
+    assert calls["n"] == 0
+    for key in ("train/grad_norm_seg", "train/grad_norm_depth", "train/grad_cos_seg_depth",
+                "train/grad_gram_cond"):
+        assert reused[key] == pytest.approx(measured[key], rel=1e-4), key

@@ -151,11 +151,14 @@ def train_step(parts: TrainingParts, batch: dict[str, torch.Tensor], step: int,
                 p.options.autocast():
             out = p.runner(p.options.image(batch["image"]))
         losses = p.objective(out, batch)
+    diagnosed = bool(p.grad_stats_every) and step % p.grad_stats_every == 0
     stats = _task_gradient_stats(p, losses, ctx) \
-        if p.grad_stats_every and step % p.grad_stats_every == 0 else None
+        if diagnosed and not p.weighting.leaves_task_jacobian else None
     with timer("backward"):
         total = p.weighting.backward(losses.tasks, ctx)
         average_gradients_(p.weighting.parameters())
+    if diagnosed and ctx.task_jacobian is not None:  # the method's own task gradients
+        stats = gradient_stats(p.weighting.tasks, ctx.task_jacobian)
     # a non-finite task loss makes the total non-finite: one check (one host sync) a step
     finite = not any_process(not torch.isfinite(total))
     if not finite:

@@ -32,6 +32,9 @@ class StepContext:
     # the task losses of this step's batch recomputed with the updated model (no graph);
     # set by the training step for after_step, costs one forward pass when called
     losses_after_step: Callable[[], Mapping[str, torch.Tensor]] | None = None
+    # (K, P) unscaled task gradients at the shared encoder, averaged over processes, left by
+    # a method that sets `leaves_task_jacobian` (the gradient diagnostics reuse them)
+    task_jacobian: torch.Tensor | None = None
 
     def scale(self, loss: torch.Tensor) -> torch.Tensor:
         """`loss` as it must be backpropagated: scaled under fp16, as is otherwise."""
@@ -45,6 +48,7 @@ class TaskWeighting(nn.Module, ABC):
     supports_grad_scaler: bool = True  # False: cannot run with fp16 loss scaling
     needs_features: bool = False       # True: the step fills StepContext.features
     supports_compile: bool = True      # False: cannot run with trainer.compile=true
+    leaves_task_jacobian: bool = False  # True: backward fills StepContext.task_jacobian
 
     def __init__(self, tasks: Sequence[str]) -> None:
         super().__init__()

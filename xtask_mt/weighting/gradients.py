@@ -43,6 +43,8 @@ class GradientAggregation(TaskWeighting):
     """`method` (a key of METHODS) with its torchjd arguments `options`, e.g. `c` for CAGrad.
     A method whose solver is not installed fails when built, naming what to install."""
 
+    leaves_task_jacobian = True
+
     def __init__(self, tasks: Sequence[str], method: str, **options: Any) -> None:
         super().__init__(tasks)
         if method not in METHODS:
@@ -67,8 +69,9 @@ class GradientAggregation(TaskWeighting):
         scale = float(ctx.scaler.get_scale()) if ctx.scaler is not None else 1.0
         jacobian = mean_over_processes(
             task_jacobian([ctx.scale(losses[t].float()) for t in self.tasks], shared))
+        ctx.task_jacobian = jacobian / scale
         if torch.isfinite(jacobian).all():
-            update = self.aggregate(jacobian / scale) * scale
+            update = self.aggregate(ctx.task_jacobian) * scale
         else:  # overflow: keep it, so the scaler (or the non-finite check) skips the step
             update = jacobian.sum(dim=0)
         total = super().backward(losses, ctx)
