@@ -143,3 +143,38 @@ def test_wandb_failing_mid_run_warns_once(caplog) -> None:
     assert caplog.text.count("W&B log failed (ConnectionError") == 1
     tracker.finish(1)
     assert run.exit_codes == [1]
+
+
+def test_a_sweep_waits_for_an_unreachable_wandb_only_once(tmp_path, monkeypatch,
+                                                           caplog) -> None:
+    """Online W&B that does not answer (an API key, no network): the first job falls back to
+    offline after its wait and leaves a marker in the sweep dir; later jobs go offline at
+    once instead of each waiting init_timeout."""
+    import wandb
+
+    from xtask_mt.tracking import wandb_run
+
+    monkeypatch.setattr(wandb, "login", lambda **kwargs: True)  # credentials are set up
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    monkeypatch.setattr(wandb_run, "_unreachable_marker", lambda: sweep / ".wandb_unreachable")
+    asked, real_init = [], wandb.init
+
+    def no_network(*args, mode, **kwargs):
+        asked.append(mode)
+        if mode == "online":
+            raise TimeoutError("no answer from W&B within init_timeout")
+        return real_init(*args, mode=mode, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", no_network)
+    cfg = wandb_cfg(logger__mode="online")
+    with caplog.at_level(logging.WARNING):
+        for job in ("0", "1"):
+            tracker = build_tracker(cfg, sweep / job)
+            assert type(tracker) is not Tracker  # logging offline, not lost
+            tracker.finish(0)
+    assert asked == ["online", "offline", "offline"]
+    assert "earlier job of this sweep could not reach W&B" in caplog.text
+    assert [len(offline_runs(sweep / job)) for job in ("0", "1")] == [1, 1]

@@ -6,6 +6,7 @@ training goes on without it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 MODES = ("online", "offline", "disabled")
 _MODE_ALIASES = {"dryrun": "offline", "run": "online"}  # older WANDB_MODE values
 _MAX_GROUP = 128  # W&B's limit on group names
+_UNREACHABLE = ".wandb_unreachable"  # in a sweep dir: a job of the sweep could not reach W&B
 
 
 def hydra_job_context() -> dict[str, Any]:
@@ -39,6 +41,17 @@ def hydra_job_context() -> dict[str, Any]:
     else:
         context["group"] = hc.runtime.choices.get("experiment")
     return context
+
+
+def _unreachable_marker() -> Path | None:
+    """The file that tells a sweep's later jobs that W&B could not be reached online (so
+    they log offline at once instead of each waiting init_timeout); None outside a sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(HydraConfig.get().sweep.dir) / _UNREACHABLE
 
 
 def _group_from_path(sweep_dir: Path) -> str:
@@ -160,12 +173,10 @@ def start_wandb_run(cfg: DictConfig, output_dir: Path, resume_id: str | None = N
     context = hydra_job_context()
     name = lg.get("run_name") or context.get("name") or Path(output_dir).name
     group = lg.get("group") or context.get("group")
-    try:
+    def init(mode: str) -> Any:
         import wandb
 
-        mode = _usable_mode(mode)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        run = wandb.init(
+        return wandb.init(
             project=lg.project, entity=lg.get("entity"), group=group,
             job_type=lg.get("job_type"), tags=list(lg.get("tags") or []), name=name,
             config=OmegaConf.to_container(cfg, resolve=True), dir=str(output_dir), mode=mode,
@@ -173,6 +184,27 @@ def start_wandb_run(cfg: DictConfig, output_dir: Path, resume_id: str | None = N
             settings=wandb.Settings(init_timeout=float(lg.get("init_timeout", 60)),
                                     finish_timeout=float(lg.get("finish_timeout", 0))),
         )
+
+    marker = _unreachable_marker()
+    try:
+        mode = _usable_mode(mode)
+        if mode == "online" and marker is not None and marker.exists():
+            log.warning("an earlier job of this sweep could not reach W&B (%s): logging "
+                        "offline at once; upload later with `wandb sync`", marker)
+            mode = "offline"
+        output_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            run = init(mode)
+        except Exception as exc:
+            if mode != "online":
+                raise
+            log.warning("W&B could not start online (%s: %s); logging offline instead, upload "
+                        "later with `wandb sync`", type(exc).__name__, exc)
+            if marker is not None:
+                with contextlib.suppress(OSError):  # the warning above still stands
+                    marker.touch()
+            mode = "offline"
+            run = init(mode)
     except Exception as exc:  # W&B must never stop training
         log.warning("W&B could not start (%s: %s); training goes on without W&B logging",
                     type(exc).__name__, exc)
