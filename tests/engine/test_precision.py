@@ -57,8 +57,11 @@ def _as_double(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def test_channels_last_fp32_gradients_equal_plain_fp32():
     """fp32 itself differs from an fp64 reference by rounding; channels-last must stay
-    within the same rounding error, i.e. compute the same gradients."""
-    cfg, batch, model = _setup()
+    within the same rounding error, i.e. compute the same gradients. At 64x128: at TINY's
+    32x64 the deepest map is 1x2, its align_corners upsampling copies rows exactly, and the
+    batch norms after it are so ill-conditioned that any change of summation order (which
+    channels-last is) shows as a 1e-2 difference."""
+    cfg, batch, model = _setup(["dataset.height=64", "dataset.width=128"])
     criterion = build_objective(cfg)
     reference = _gradients(copy.deepcopy(model).double(), _as_double(batch), criterion,
                            StepOptions(CPU))

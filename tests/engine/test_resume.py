@@ -257,13 +257,15 @@ def test_resume_refuses_a_checkpoint_trained_with_other_settings(tmp_path, chang
 
 
 def test_a_model_spec_written_before_edges_means_the_seed_edges():
+    from xtask_mt.config.build import LEGACY_MODEL_SETTINGS
     from xtask_mt.engine.checkpoint import check_model_spec
 
+    legacy = {f"model.{key}": value for key, value in LEGACY_MODEL_SETTINGS.items()}
     old = {"model.transfer.enabled": True}
     seed = {"model.transfer.enabled": True,
-            "model.transfer.edges": [["seg", "depth"], ["depth", "seg"]]}
+            "model.transfer.edges": [["seg", "depth"], ["depth", "seg"]], **legacy}
     check_model_spec(Path("old.pt"), old, seed)
     with pytest.raises(CheckpointError, match="model.transfer.edges"):
         check_model_spec(Path("old.pt"), old, {**seed, "model.transfer.edges": [["seg", "depth"]]})
     check_model_spec(Path("old.pt"), {"model.transfer.enabled": False},
-                     {"model.transfer.enabled": False, "model.transfer.edges": []})
+                     {"model.transfer.enabled": False, "model.transfer.edges": [], **legacy})

@@ -7,9 +7,11 @@ adding either needs no edit here.
 from __future__ import annotations
 
 import copy
+import functools
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +31,15 @@ from xtask_mt.data.transforms import FieldRule, TrainAugmentation, depth_scaling
 from xtask_mt.errors import ConfigError
 from xtask_mt.losses import ConsistencyTerm, TaskObjective
 from xtask_mt.metrics import MetricCollection
-from xtask_mt.models import CrossTaskModel, ResNetEncoder, TransferEdge
+from xtask_mt.models import (
+    TRANSFER_ARCHS,
+    CrossTaskModel,
+    ResNetEncoder,
+    TransferEdge,
+    UNetDecoder,
+)
+from xtask_mt.models.adamtnet import build_adamtnet
+from xtask_mt.models.mtan import build_mtan
 from xtask_mt.tasks import Task, edge_name, get_task
 from xtask_mt.weighting import TaskWeighting
 
@@ -126,6 +136,12 @@ def build_loader(cfg: DictConfig, dataset: Dataset, train: bool, rank: int = 0,
 # they had the seed's two, weighted by loss.alpha and loss.gamma.
 _SEED_EDGES = {"seg_to_depth": ("seg", "depth", "alpha"), "depth_to_seg": ("depth", "seg", "gamma")}
 
+# Model settings added since the first release, with the value that stands for what a
+# config (or checkpoint) written before them had.
+LEGACY_MODEL_SETTINGS: dict[str, Any] = {"arch": "resnet_unet",
+                                         "decoder_align_corners": False,
+                                         "transfer.arch": "unet"}
+
 
 def seed_edge_pairs() -> list[list[str]]:
     """The seed's two transfer edges as [source, target] pairs, which configs and
@@ -133,16 +149,21 @@ def seed_edge_pairs() -> list[list[str]]:
     return [[s, t] for s, t, _ in _SEED_EDGES.values()]
 
 
-def with_transfer_edges(cfg: DictConfig) -> DictConfig:
-    """`cfg`, or a copy with the seed's edges and weights where an older saved config
-    (of a run to evaluate) lacks `model.transfer.edges` / `loss.consistency`."""
-    if "edges" in cfg.model.transfer and "consistency" in cfg.loss:
+def upgrade_saved_config(cfg: DictConfig) -> DictConfig:
+    """`cfg`, or a copy completed where an older saved config (of a run to evaluate) lacks
+    settings added since: the seed's edges and weights, and LEGACY_MODEL_SETTINGS."""
+    missing = [key for key in LEGACY_MODEL_SETTINGS
+               if OmegaConf.select(cfg.model, key) is None]
+    if "edges" in cfg.model.transfer and "consistency" in cfg.loss and not missing:
         return cfg
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
-        cfg.model.transfer.edges = seed_edge_pairs()
-        cfg.loss.consistency = {edge: cfg.loss[weight]
-                                for edge, (_, _, weight) in _SEED_EDGES.items()}
+        if "edges" not in cfg.model.transfer or "consistency" not in cfg.loss:
+            cfg.model.transfer.edges = seed_edge_pairs()
+            cfg.loss.consistency = {edge: cfg.loss[weight]
+                                    for edge, (_, _, weight) in _SEED_EDGES.items()}
+        for key in missing:
+            OmegaConf.update(cfg.model, key, LEGACY_MODEL_SETTINGS[key])
     return cfg
 
 
@@ -154,20 +175,57 @@ def transfer_edges(cfg: DictConfig) -> list[tuple[str, str]]:
     return [(str(source), str(target)) for source, target in m.transfer.edges]
 
 
-def build_model(cfg: DictConfig, num_classes: int) -> CrossTaskModel:
-    """Model from `cfg.encoder` and `cfg.model`; heads and edges from the task registry."""
+def _resnet_unet(cfg: DictConfig, heads: dict[str, int]
+                 ) -> tuple[nn.Module, dict[str, nn.Module]]:
+    """ResNet encoder (`encoder` group) and a U-Net decoder per task."""
     e, m = cfg.encoder, cfg.model
     encoder = ResNetEncoder(depth=int(e.depth), pretrained=bool(e.pretrained),
                             weights_path=e.get("weights_path"))
+    return encoder, {task: UNetDecoder(encoder.channels, channels, int(m.decoder_width),
+                                       bool(m.decoder_align_corners))
+                     for task, channels in heads.items()}
+
+
+def _mtan(cfg: DictConfig, heads: dict[str, int]) -> tuple[nn.Module, dict[str, nn.Module]]:
+    """SegNet-MTAN: shared SegNet and an attention branch per task."""
+    trunk, branches = build_mtan(heads)
+    return trunk, dict(branches)
+
+
+def _adamtnet(cfg: DictConfig, heads: dict[str, int]) -> tuple[nn.Module, dict[str, nn.Module]]:
+    """AdaMT-Net, whose attention weights are sized for the batch and resolution."""
+    d = cfg.dataset
+    encoder, decoders = build_adamtnet(heads, int(d.batch_size), int(d.height), int(d.width))
+    return encoder, dict(decoders)
+
+
+ARCHITECTURES: dict[str, Callable[[DictConfig, dict[str, int]],
+                                  tuple[nn.Module, dict[str, nn.Module]]]] = {
+    "resnet_unet": _resnet_unet, "mtan": _mtan, "adamtnet": _adamtnet,
+}
+"""model.arch -> (config, output channels per task) -> (trunk, head per task)"""
+
+# model.arch values whose trunk is the `encoder` group's ResNet
+USES_ENCODER_GROUP = ("resnet_unet",)
+
+
+def build_model(cfg: DictConfig, num_classes: int) -> CrossTaskModel:
+    """Trunk and heads of `model.arch`, edges from the task registry."""
+    m = cfg.model
     heads = {task: get_task(task).out_channels(num_classes) for task in m.tasks}
+    arch = str(m.get("arch", "resnet_unet"))
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"model.arch={arch} is not one of {sorted(ARCHITECTURES)}")
+    trunk, decoders = ARCHITECTURES[arch](cfg, heads)
     edges = [TransferEdge(edge_name(source, target), source, target, heads[source],
                           heads[target], get_task(source).transfer_input)
              for source, target in transfer_edges(cfg)]
     activations = {task: get_task(task).head_activation for task in m.tasks
                    if type(get_task(task)).head_activation is not Task.head_activation}
-    return CrossTaskModel(encoder, heads, edges, transfer_batch_norm=bool(m.transfer.batch_norm),
-                          transfer_wider=bool(m.transfer.wider),
-                          decoder_width=int(m.decoder_width), activations=activations)
+    transfer_net = functools.partial(TRANSFER_ARCHS[str(m.transfer.arch)],
+                                     batch_norm=bool(m.transfer.batch_norm),
+                                     wider=bool(m.transfer.wider))
+    return CrossTaskModel(trunk, decoders, edges, transfer_net, activations)
 
 
 def _loss_choice(cfg: DictConfig, group: str, default: str) -> str:

@@ -10,14 +10,20 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from xtask_mt.config.build import build_weighting, check_dataset_tasks, transfer_edges
+from xtask_mt.config.build import (
+    ARCHITECTURES,
+    build_weighting,
+    check_dataset_tasks,
+    transfer_edges,
+)
 from xtask_mt.errors import ConfigError
-from xtask_mt.models.encoder import ENCODER_DEPTHS
+from xtask_mt.models import ENCODER_DEPTHS, TRANSFER_ARCHS
 from xtask_mt.runtime.distributed import STRATEGIES
 from xtask_mt.runtime.precision import PRECISIONS, needs_grad_scaler
 from xtask_mt.tasks import edge_name, get_task, registered_tasks
 
 DATASET_CLASSES = {"synthetic": (7,), "cityscapes": (7, 19), "nyuv2": (13,)}
+METHODS = ("none", "kd4mtl")
 TRACKING_MODES = ("online", "offline", "disabled")
 WANDB_ENV_MODES = (*TRACKING_MODES, "dryrun", "run")  # W&B also reads its older names
 
@@ -93,6 +99,9 @@ def _check_values(problems: _Problems) -> None:
     tasks_ok = _check_tasks_and_edges(problems)
     check("encoder.depth", lambda v: v in ENCODER_DEPTHS,
           f"one of {list(ENCODER_DEPTHS)} (pick encoder=resnet18|34|50|101|152)")
+    check("model.arch", lambda v: v in ARCHITECTURES,
+          f"one of {sorted(ARCHITECTURES)} (or pick model=mtan|adamtnet)")
+    check("model.transfer.arch", lambda v: v in TRANSFER_ARCHS, f"one of {sorted(TRANSFER_ARCHS)}")
     check("model.decoder_width", _int_at_least(1), "an integer >= 1")
     if check("dataset.name", lambda v: v in DATASET_CLASSES, f"one of {sorted(DATASET_CLASSES)}"):
         classes = DATASET_CLASSES[cfg.dataset.name]
@@ -116,6 +125,7 @@ def _check_values(problems: _Problems) -> None:
         if env_mode and env_mode not in WANDB_ENV_MODES:
             problems.found.append(f"invalid environment variable WANDB_MODE={env_mode!r}: "
                                   f"expected one of {', '.join(WANDB_ENV_MODES)} (or unset it)")
+    _check_method(problems)
     if tasks_ok:
         _check_weighting(problems)
 
@@ -157,6 +167,30 @@ def _check_trainer(problems: _Problems) -> None:
     check("trainer.strategy", lambda v: v in STRATEGIES, f"one of {', '.join(STRATEGIES)}")
     check("trainer.resume", lambda v: isinstance(v, str | bool) and v is not True,
           "auto, false, or the path of a checkpoint file")
+
+
+def _check_method(problems: _Problems) -> None:
+    """method=none|kd4mtl and, for kd4mtl, its settings (the teachers are checked when
+    they are loaded)."""
+    cfg, check = problems.cfg, problems.check
+    if cfg.get("method") is None:  # configs saved before methods existed
+        return
+    if not check("method.name", lambda v: v in METHODS, f"one of {', '.join(METHODS)}") \
+            or cfg.method.name != "kd4mtl":
+        return
+    check("kd.teachers", lambda v: len(v) > 0 and all(isinstance(e, str) for e in v),
+          "a non-empty list of single-task run dirs or checkpoint files, e.g. "
+          "'kd.teachers=[runs/stl_seg,runs/stl_depth]'")
+    check("kd.levels", lambda v: len(v) > 0 and all(_int_at_least(-99)(x) for x in v),
+          "a non-empty list of trunk feature indices, e.g. [-1]")
+    check("kd.weight", _in_range(0, math.inf, hi_open=True), "a number >= 0")
+    check("kd.adaptor_lr", _in_range(0, math.inf, lo_open=True, hi_open=True),
+          "a positive number")
+    check("kd.adaptor_weight_decay", _in_range(0, math.inf, hi_open=True), "a number >= 0")
+    if cfg.trainer.get("compile", False):
+        problems.found.append("trainer.compile=true cannot be combined with method=kd4mtl (it "
+                              "reads the trunk's features inside the compiled graph); set "
+                              "trainer.compile=false")
 
 
 def _check_device(device: str) -> None:

@@ -13,8 +13,14 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
+from omegaconf import DictConfig
 
-from xtask_mt.config.build import seed_edge_pairs
+from xtask_mt.config.build import (
+    LEGACY_MODEL_SETTINGS,
+    USES_ENCODER_GROUP,
+    seed_edge_pairs,
+    transfer_edges,
+)
 from xtask_mt.errors import UserError
 
 CHECKPOINT_FORMAT = "xtask-mt-checkpoint"
@@ -123,6 +129,25 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return payload
 
 
+def model_spec(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
+    """What must match for a checkpoint's weights to fit a model built from `cfg`."""
+    m = cfg.model
+    spec = {"model.arch": str(m.arch), "num_classes": int(num_classes),
+            "model.tasks": list(m.tasks), "model.transfer.enabled": bool(m.transfer.enabled),
+            "model.transfer.edges": [list(edge) for edge in transfer_edges(cfg)],
+            "model.transfer.arch": str(m.transfer.arch),
+            "model.transfer.batch_norm": bool(m.transfer.batch_norm),
+            "model.transfer.wider": bool(m.transfer.wider)}
+    if str(m.arch) in USES_ENCODER_GROUP:
+        spec.update({"encoder.depth": int(cfg.encoder.depth),
+                     "model.decoder_width": int(m.decoder_width),
+                     "model.decoder_align_corners": bool(m.decoder_align_corners)})
+    if str(m.arch) == "adamtnet":  # its attention weights are sized for these
+        spec["input"] = [int(cfg.dataset.batch_size), int(cfg.dataset.height),
+                         int(cfg.dataset.width)]
+    return spec
+
+
 def check_model_spec(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
     """Refuse a checkpoint whose model description differs, naming the differing keys."""
     saved = dict(saved)
@@ -130,6 +155,8 @@ def check_model_spec(path: Path, saved: dict[str, Any], current: dict[str, Any])
         # written before transfer nets became edges: the seed's two, when transfer was on
         saved["model.transfer.edges"] = seed_edge_pairs() \
             if saved["model.transfer.enabled"] else []
+    if saved and "model.arch" not in saved:  # written before these settings existed
+        saved.update({f"model.{key}": value for key, value in LEGACY_MODEL_SETTINGS.items()})
     keys = sorted(set(saved) | set(current))
     diffs = [f"{k}: checkpoint={saved.get(k)!r}, config={current.get(k)!r}" for k in keys
              if saved.get(k) != current.get(k)]

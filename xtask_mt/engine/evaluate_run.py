@@ -29,19 +29,19 @@ from xtask_mt.config.build import (
     build_objective,
     dataset_splits,
     resolve_device,
-    with_transfer_edges,
+    upgrade_saved_config,
 )
 from xtask_mt.data.splits import SELECTION_SPLIT, TRAIN
 from xtask_mt.engine.checkpoint import (
     CheckpointError,
     check_model_spec,
     load_checkpoint,
+    model_spec,
     write_json_atomic,
 )
 from xtask_mt.engine.energy import edge_means, energy_map, spearman
 from xtask_mt.engine.latency import measure_latency
 from xtask_mt.engine.loops import evaluate
-from xtask_mt.engine.trainer import model_spec
 from xtask_mt.errors import UserError
 from xtask_mt.losses import TaskObjective
 from xtask_mt.metrics import MetricCollection
@@ -69,7 +69,7 @@ def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
 
 
 def _with_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
-    cfg = with_transfer_edges(cfg)
+    cfg = upgrade_saved_config(cfg)
     if overrides:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
     return cfg

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from xtask_mt.engine.distillation import Distillation
 from xtask_mt.errors import UserError
 from xtask_mt.losses import LossOutput, TaskObjective
 from xtask_mt.runtime.distributed import any_process, average_gradients_
@@ -53,6 +54,20 @@ class TrainingParts:
     options: StepOptions
     scaler: torch.amp.GradScaler | None = None
     grad_stats_every: int = 0  # > 0: gradient diagnostics every this many steps
+    distillation: Distillation | None = None  # method=kd4mtl
+
+    def losses(self, batch: dict[str, torch.Tensor], features: list[torch.Tensor],
+               wants_features: bool = False) -> LossOutput:
+        """Forward `batch` (under autocast) and its losses (in fp32), distillation included;
+        the trunk's outputs are collected into `features` when asked or distilled."""
+        image = self.options.image(batch["image"])
+        wanted = wants_features or self.distillation is not None
+        with encoder_features(self.model.encoder, features, wanted), self.options.autocast():
+            out = self.runner(image)
+        losses = self.objective(out, batch)
+        if self.distillation is not None:
+            losses = self.distillation(losses, features, image, self.options)
+        return losses
 
     def context(self, step: int) -> StepContext:
         encoder = self.model.encoder
@@ -122,10 +137,8 @@ def _losses_after_step(parts: TrainingParts, batch: dict[str, torch.Tensor]
     graph and without touching the batch norm running statistics."""
 
     def compute() -> dict[str, torch.Tensor]:
-        with torch.no_grad(), _frozen_norm_statistics(parts.model), parts.options.autocast():
-            out = parts.runner(parts.options.image(batch["image"]))
-        with torch.no_grad():
-            return dict(parts.objective(out, batch).tasks)
+        with torch.no_grad(), _frozen_norm_statistics(parts.model):
+            return dict(parts.losses(batch, []).tasks)
 
     return compute
 
@@ -147,16 +160,15 @@ def train_step(parts: TrainingParts, batch: dict[str, torch.Tensor], step: int,
     ctx = p.context(step)
     ctx.losses_after_step = _losses_after_step(p, batch)
     with timer("forward_loss"):
-        with encoder_features(p.model.encoder, ctx.features, p.weighting.needs_features), \
-                p.options.autocast():
-            out = p.runner(p.options.image(batch["image"]))
-        losses = p.objective(out, batch)
+        losses = p.losses(batch, ctx.features, p.weighting.needs_features)
     diagnosed = bool(p.grad_stats_every) and step % p.grad_stats_every == 0
     stats = _task_gradient_stats(p, losses, ctx) \
         if diagnosed and not p.weighting.leaves_task_jacobian else None
     with timer("backward"):
         total = p.weighting.backward(losses.tasks, ctx)
         average_gradients_(p.weighting.parameters())
+        if p.distillation is not None:
+            average_gradients_(p.distillation.loss.parameters())
     if diagnosed and ctx.task_jacobian is not None:  # the method's own task gradients
         stats = gradient_stats(p.weighting.tasks, ctx.task_jacobian)
     # a non-finite task loss makes the total non-finite: one check (one host sync) a step

@@ -29,7 +29,6 @@ from xtask_mt.config.build import (
     build_weighting,
     resolve_device,
     seed_everything,
-    transfer_edges,
 )
 from xtask_mt.config.validate import validate_config
 from xtask_mt.data.splits import TRAIN, VAL
@@ -38,11 +37,13 @@ from xtask_mt.engine.checkpoint import (
     check_model_spec,
     check_training_settings,
     load_checkpoint,
+    model_spec,
     remove_stale_temp_files,
     save_checkpoint,
     write_atomic,
     write_json_atomic,
 )
+from xtask_mt.engine.distillation import build_distillation
 from xtask_mt.engine.loops import EpochSettings, evaluate, train_one_epoch
 from xtask_mt.engine.step import TrainingParts
 from xtask_mt.errors import ConfigError, UserError
@@ -83,17 +84,6 @@ class Progress:
     history: list[dict[str, Any]] = field(default_factory=list)
     skipped_nonfinite: int = 0
     partial_epoch: dict[str, dict[str, float]] = field(default_factory=dict)  # running sums
-
-
-def model_spec(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
-    """What must match for a checkpoint's weights to fit a model built from `cfg`."""
-    m = cfg.model
-    return {"encoder.depth": int(cfg.encoder.depth), "num_classes": int(num_classes),
-            "model.tasks": list(m.tasks), "model.transfer.enabled": bool(m.transfer.enabled),
-            "model.transfer.edges": [list(edge) for edge in transfer_edges(cfg)],
-            "model.transfer.batch_norm": bool(m.transfer.batch_norm),
-            "model.transfer.wider": bool(m.transfer.wider),
-            "model.decoder_width": int(m.decoder_width)}
 
 
 def _is_better(value: float, best: float | None, mode: str) -> bool:
@@ -247,10 +237,18 @@ def setup(cfg: DictConfig, output_dir: Path, ctx: DistributedContext) -> Run:
     model = to_channels_last(model, options.channels_last)
     weighting = build_weighting(cfg, model.tasks).to(device)
     optimizer = build_optimizer(cfg, model, weighting)
+    distillation = build_distillation(cfg, model.encoder, model.tasks, num_classes, device)
+    if distillation is not None:
+        for task, teacher in distillation.teachers.items():
+            distillation.teachers[task] = to_channels_last(teacher, options.channels_last)
+        optimizer.add_param_group({"params": list(distillation.loss.parameters()),
+                                   "lr": float(cfg.kd.adaptor_lr),
+                                   "weight_decay": float(cfg.kd.adaptor_weight_decay)})
     runner = maybe_compile(wrap_ddp(model, ctx), bool(t.get("compile", False)),
                            str(t.get("compile_backend", "inductor")))
     parts = TrainingParts(runner, model, build_objective(cfg), weighting, optimizer, options,
-                          options.grad_scaler(), int(t.get("grad_stats_every", 0)))
+                          options.grad_scaler(), int(t.get("grad_stats_every", 0)),
+                          distillation)
     log.info("training on %s x %d process(es), precision %s%s: %d train / %d val samples, "
              "%d classes, %.1fM parameters", device, ctx.world_size, options.precision,
              ", channels-last" if options.channels_last else "", len(train_set), len(val_set),
@@ -274,6 +272,11 @@ def resume(run: Run) -> str | None:
     p.optimizer.load_state_dict(payload["optimizer"])
     run.scheduler.load_state_dict(payload["scheduler"])
     p.weighting.load_state_dict(payload["weighting"])
+    if p.distillation is not None:
+        if not payload.get("distillation"):
+            raise CheckpointError(f"{path} was not trained with method=kd4mtl; resume it "
+                                  "without kd4mtl, or start afresh")
+        p.distillation.loss.load_state_dict(payload["distillation"])
     if p.scaler is not None and payload.get("scaler"):
         p.scaler.load_state_dict(payload["scaler"])
     run.progress = Progress(**payload["progress"])
@@ -294,6 +297,8 @@ def save(run: Run, names: tuple[str, ...]) -> None:
         "config": OmegaConf.to_container(run.cfg, resolve=True),
         "model_spec": model_spec(run.cfg, run.num_classes), "wandb_run_id": run.tracker.run_id,
         "scaler": p.scaler.state_dict() if p.scaler is not None else None,
+        "distillation": p.distillation.loss.state_dict() if p.distillation is not None
+        else None,
     }
     for name in names:
         save_checkpoint(run.checkpoint_dir / name, payload)

@@ -10,11 +10,16 @@ from xtask_mt.models.layers import conv_block, init_weights
 
 
 class UNetDecoder(nn.Module):
-    """Decodes the five encoder maps back to input resolution with `out_channels` outputs."""
+    """Decodes the five encoder maps back to input resolution with `out_channels` outputs.
+
+    Each x2 bilinear upsampling uses `align_corners`: True as in the method's network,
+    False as this project's decoders did before (`model.decoder_align_corners=false`).
+    """
 
     def __init__(self, encoder_channels: tuple[int, ...], out_channels: int,
-                 width: int = 128) -> None:
+                 width: int = 128, align_corners: bool = True) -> None:
         super().__init__()
+        self.align_corners = align_corners
         if len(encoder_channels) != 5:
             raise ValueError("UNetDecoder expects five encoder feature maps")
         deepest_first = list(reversed(encoder_channels))  # layer4, layer3, ..., stem
@@ -30,5 +35,6 @@ class UNetDecoder(nn.Module):
         x = deepest_first[0]
         for i, block in enumerate(self.blocks):
             x = block(x, deepest_first[i]) if i > 0 else block(x)  # skip fused, not copied
-            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            x = F.interpolate(x, scale_factor=2, mode="bilinear",
+                              align_corners=self.align_corners)
         return self.head(x)

@@ -42,13 +42,15 @@ class ConvBlock(nn.Sequential):
         return x
 
 
-def conv_block(in_ch: int, out_ch: int, n_convs: int, batch_norm: bool) -> ConvBlock:
-    """n_convs x (3x3 conv [+ BN] + ReLU); `in_ch` counts the channels of all inputs."""
+def conv_block(in_ch: int, out_ch: int, n_convs: int, batch_norm: bool,
+               bias: bool | None = None) -> ConvBlock:
+    """n_convs x (3x3 conv [+ BN] + ReLU); `in_ch` counts the channels of all inputs.
+    The convolutions have a bias unless followed by BN, or as `bias` says."""
     layers: list[nn.Module] = []
     for i in range(n_convs):
         conv = ConcatConv2d if i == 0 else nn.Conv2d
         layers.append(conv(in_ch if i == 0 else out_ch, out_ch, 3, padding=1,
-                           bias=not batch_norm))
+                           bias=not batch_norm if bias is None else bias))
         if batch_norm:
             layers.append(nn.BatchNorm2d(out_ch))
         layers.append(nn.ReLU(inplace=True))

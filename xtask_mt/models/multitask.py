@@ -1,7 +1,9 @@
-"""The multi-task model: a shared encoder, one decoder per task, one transfer net per edge.
+"""The multi-task model: a shared trunk, one head per task, one transfer net per edge.
 
-The model knows no task: it is given each head's channels and each edge's channels and
-input transform (the task registry supplies them, see config.build).
+The model knows no task and no architecture: it is given the trunk (`encoder`, which
+returns the list of feature maps the heads read), the heads (`decoders`, one per task) and
+each edge's channels and input transform (config.build puts them together from the task
+registry and the architecture registry).
 """
 
 from __future__ import annotations
@@ -12,9 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from xtask_mt.models.decoder import UNetDecoder
-from xtask_mt.models.encoder import ResNetEncoder
-from xtask_mt.models.transfer import TaskTransferNet
+TransferFactory = Callable[[int, int], nn.Module]
+"""(in_channels, out_channels) -> a transfer net"""
 
 
 @dataclass(frozen=True)
@@ -30,37 +31,40 @@ class TransferEdge:
 
 
 class CrossTaskModel(nn.Module):
-    """Encoder + a U-Net decoder per head (its output passed through the head's activation,
-    if it has one) + a TaskTransferNet per edge.
+    """Trunk + a head per task (its output passed through the task's activation, if it
+    has one) + a transfer net per edge.
 
-    forward() returns a dict: each head's direct prediction under its task name and, unless
-    `with_transfer=False`, each edge's transferred prediction under the edge name. Decoders
-    are `decoders.<task>` and transfer nets `<edge name>` in the state dict.
+    The trunk must return a list of tensors and have `last_shared_parameters()`; the heads
+    read the trunk only through that list, so that the trunk's parameters are the shared
+    ones and a gradient taken at the listed tensors is the heads' (see
+    weighting.encoder_features). forward() returns a dict: each head's direct prediction
+    under its task name and, unless `with_transfer=False`, each edge's transferred
+    prediction under the edge name. State-dict names: `encoder.*`, `decoders.<task>.*`,
+    `<edge name>.*`.
     """
 
-    def __init__(self, encoder: ResNetEncoder, heads: Mapping[str, int],
-                 edges: Sequence[TransferEdge] = (), transfer_batch_norm: bool = False,
-                 transfer_wider: bool = False, decoder_width: int = 128,
+    def __init__(self, encoder: nn.Module, decoders: Mapping[str, nn.Module],
+                 edges: Sequence[TransferEdge] = (),
+                 transfer_net: TransferFactory | None = None,
                  activations: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None
                  ) -> None:
         super().__init__()
-        if not heads:
+        if not decoders:
             raise ValueError("the model needs at least one task head")
         for edge in edges:
-            missing = {edge.source, edge.target} - set(heads)
+            missing = {edge.source, edge.target} - set(decoders)
             if missing:
                 raise ValueError(f"transfer edge {edge.name} needs the heads {sorted(missing)}, "
-                                 f"which the model lacks (tasks {list(heads)})")
-        self.tasks = tuple(heads)
+                                 f"which the model lacks (tasks {list(decoders)})")
+        if edges and transfer_net is None:
+            raise ValueError("transfer edges need a transfer_net factory")
+        self.tasks = tuple(decoders)
         self.activations = dict(activations or {})  # per head, e.g. unit vectors for normals
         self.encoder = encoder
-        self.decoders = nn.ModuleDict({task: UNetDecoder(encoder.channels, channels,
-                                                         decoder_width)
-                                       for task, channels in heads.items()})
+        self.decoders = nn.ModuleDict(dict(decoders))
         self.edges = tuple(edges)
         for edge in self.edges:
-            self.add_module(edge.name, TaskTransferNet(edge.in_channels, edge.out_channels,
-                                                       transfer_batch_norm, transfer_wider))
+            self.add_module(edge.name, transfer_net(edge.in_channels, edge.out_channels))
 
     def forward(self, image: torch.Tensor, with_transfer: bool = True) -> dict[str, torch.Tensor]:
         features = self.encoder(image)

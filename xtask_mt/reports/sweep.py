@@ -2,6 +2,8 @@
 
 `python -m xtask_mt.reports.sweep multirun/<date>/<time> [--metric val/miou]` writes report.md,
 report.csv and, when the sweep varies both loss.alpha and loss.gamma, heatmap_<metric>.png.
+With `--table seed` it writes the seed's comparison tables of a sweeps/seed_table_*.yaml
+sweep instead (seed_table.md, seed_table.csv; see reports.seed_table).
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ import argparse
 import csv
 import json
 import math
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from xtask_mt.reports.job_dirs import find_job_dirs, natural_key
+from xtask_mt.reports.seed_table import SeedTableError, write_seed_table
 from xtask_mt.tasks import get_task, higher_is_better, registered_tasks
 
 
@@ -41,17 +44,6 @@ def headline_columns(jobs: list[JobRecord]) -> tuple[str, ...]:
     present = {k for r in jobs for k in (*r.best, *r.final)}
     return tuple(f"val/{name}" for task in registered_tasks()
                  for name in get_task(task).headline_metrics if f"val/{name}" in present)
-
-
-def _natural_key(text: str) -> list:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
-
-
-def find_job_dirs(sweep_dir: Path) -> list[Path]:
-    """Job output dirs under `sweep_dir`: those Hydra wrote a `.hydra/` folder into."""
-    dirs = {p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml")}
-    dirs.discard(sweep_dir)
-    return sorted(dirs, key=lambda p: _natural_key(str(p.relative_to(sweep_dir))))
 
 
 def load_job(sweep_dir: Path, job_dir: Path) -> JobRecord:
@@ -100,7 +92,7 @@ def sort_jobs(jobs: list[JobRecord], metric: str) -> list[JobRecord]:
     def key(rec: JobRecord) -> tuple:
         value = rec.best.get(metric)
         missing = value is None or math.isnan(value)
-        return (missing, 0.0 if missing else sign * value, _natural_key(rec.job))
+        return (missing, 0.0 if missing else sign * value, natural_key(rec.job))
 
     return sorted(jobs, key=key)
 
@@ -220,11 +212,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated metrics shown in the Markdown table "
                         "(default: the headline metrics of the tasks the jobs have)")
     parser.add_argument("--out", type=Path, default=None, help="output dir (default: sweep)")
+    parser.add_argument("--table", choices=("jobs", "seed"), default="jobs",
+                        help="jobs: one line per job (default); seed: the seed's comparison "
+                        "tables from a sweeps/seed_table_*.yaml sweep")
+    parser.add_argument("--baseline", default="stl",
+                        help="--table seed: Delta_m against the single-task rows "
+                        "<baseline>_<task> (stl: ResNet; mtan_stl: MTAN)")
+    parser.add_argument("--last-k", type=int, default=0,
+                        help="--table seed: mean of each job's last k validated epochs "
+                        "instead of its checkpoint chosen on val")
     args = parser.parse_args(argv)
     try:
-        written = write_report(args.sweep_dir, args.metric,
-                               tuple(c for c in args.columns.split(",") if c) or None, args.out)
-    except FileNotFoundError as exc:
+        if args.table == "seed":
+            written = write_seed_table(args.sweep_dir, args.baseline, args.last_k, args.out)
+        else:
+            written = write_report(args.sweep_dir, args.metric,
+                                   tuple(c for c in args.columns.split(",") if c) or None,
+                                   args.out)
+    except (FileNotFoundError, SeedTableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(written["markdown"].read_text())
