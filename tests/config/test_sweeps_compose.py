@@ -52,6 +52,10 @@ def fixed_settings(name: str) -> list[str]:
     for key, value in spec.items():
         if key not in ("defaults", "hydra"):
             walk(value, f"{key}.")
+    for entry in spec.get("defaults", []):  # e.g. `override /dataset: cityscapes`
+        if isinstance(entry, dict):
+            found += [f"{k.removeprefix('override ').lstrip('/')}={v}" for k, v in entry.items()
+                      if k.startswith("override ")]
     return found
 
 
