@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,12 @@ from xtask_mt.reports.sweep import load_sweep, main, sort_jobs, write_report
 
 
 def make_job(sweep: Path, num: int, alpha: float, gamma: float, miou: float | None,
-             status: str | None = "finished", error: str = "") -> None:
+             status: str | None = "finished", error: str = "", seed: int | None = None,
+             history: list[float] = ()) -> None:
     job = sweep / str(num)
     (job / ".hydra").mkdir(parents=True)
     overrides = ["encoder=resnet18", f"loss.alpha={alpha}", f"loss.gamma={gamma}"]
+    overrides += [f"trainer.seed={seed}"] if seed is not None else []
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     (job / ".hydra" / "config.yaml").write_text(
         yaml.safe_dump({"loss": {"alpha": alpha, "gamma": gamma}}))
@@ -27,7 +30,8 @@ def make_job(sweep: Path, num: int, alpha: float, gamma: float, miou: float | No
         metrics = {"val/miou": miou, "val/abs_err": 1 - miou}
         (job / "metrics.json").write_text(json.dumps(
             {"final": {k: v - 0.01 for k, v in metrics.items()}, "best": metrics,
-             "best_epoch": 3}))
+             "best_epoch": 3, "history": [{"epoch": i + 1, "val/miou": m}
+                                          for i, m in enumerate(history)]}))
 
 
 @pytest.fixture
@@ -105,3 +109,69 @@ def test_delta_m_compares_nine_metrics_for_three_tasks_with_their_directions():
     assert len(metrics) == 9
     assert metrics["miou"] == 1 and metrics["abs_rel"] == -1
     assert metrics["normal_median"] == -1 and metrics["normal_within_22"] == 1
+
+
+def _grouped_lines(markdown: str) -> dict[str, list[str]]:
+    section = markdown.split("## Grouped over trainer.seed")[1]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    return {cells[0]: cells[1:] for cells in
+            ([c.strip() for c in line.strip("|").split("|")] for line in rows[1:])}
+
+
+def test_jobs_that_differ_only_in_seed_are_grouped_with_mean_standard_error_and_n(tmp_path):
+    make_job(tmp_path, 0, 0.0, 0.0, 0.30, seed=0)
+    make_job(tmp_path, 1, 0.0, 0.0, 0.40, seed=1)
+    make_job(tmp_path, 2, 0.1, 0.0, 0.60, seed=0)
+    make_job(tmp_path, 3, 0.1, 0.0, None, status="failed", seed=1)
+    groups = _grouped_lines(write_report(tmp_path, "val/miou",
+                                         ("val/miou",))["markdown"].read_text())
+    # 0.30 and 0.40: mean 0.35, SE = std(0.3, 0.4) / sqrt(2) = 0.05; the failed seed is left out
+    assert groups == {"loss.alpha=0.1": ["1", "0.6000"],
+                      "loss.alpha=0.0": ["2", "0.3500 ± 0.0500"]}
+
+
+def test_last_k_groups_the_mean_of_each_jobs_last_epochs(tmp_path):
+    make_job(tmp_path, 0, 0.0, 0.0, 0.5, seed=0, history=[0.1, 0.2, 0.4])
+    make_job(tmp_path, 1, 0.0, 0.0, 0.5, seed=1, history=[0.1, 0.4, 0.6])
+    text = write_report(tmp_path, "val/miou", ("val/miou",), last_k=2)["markdown"].read_text()
+    assert _grouped_lines(text)["(defaults)"] == ["2", "0.4000 ± 0.1000"]
+    assert main([str(tmp_path), "--last-k", "4"]) == 2
+
+
+def test_an_unknown_metric_is_refused_with_the_known_ones(sweep, capsys):
+    assert main([str(sweep), "--metric", "val/miuo"]) == 2
+    err = capsys.readouterr().err
+    assert "no job reports val/miuo" in err and "val/abs_err, val/miou" in err
+    assert not (sweep / "report.md").exists()
+
+
+def test_heatmap_cells_are_means_over_seeds_with_readable_labels(tmp_path):
+    from xtask_mt.reports.sweep import _label_colour, alpha_gamma_grid
+
+    for num, (a, g, m, seed) in enumerate([(0.0, 0.0, 0.2, 0), (0.0, 0.0, 0.4, 1),
+                                           (0.1, 0.0, 0.5, 0), (0.0, 0.1, 0.6, 0)]):
+        make_job(tmp_path, num, a, g, m, seed=seed)
+    alphas, gammas, grid, counts = alpha_gamma_grid(load_sweep(tmp_path), "val/miou")
+    assert grid[0][0] == pytest.approx(0.3) and counts[0][0] == 2
+    assert math.isnan(grid[1][1]) and counts[1][1] == 0
+    assert _label_colour((0.99, 0.91, 0.14, 1.0)) == "black"  # viridis' yellow end
+    assert _label_colour((0.27, 0.00, 0.33, 1.0)) == "white"  # viridis' purple end
+    assert "heatmap" in write_report(tmp_path)
+
+
+def test_sampled_values_get_a_scatter_instead_of_a_grid(tmp_path):
+    points = [(7.2e-05, 0.003), (0.02, 1.1e-4), (0.0011, 0.05), (0.3, 0.0009), (4e-5, 0.2)]
+    for num, (a, g) in enumerate(points):
+        make_job(tmp_path, num, a, g, 0.1 * (num + 1))
+    written = write_report(tmp_path)
+    assert "heatmap" not in written
+    png = written["scatter"].read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_csv_reads_into_pandas_as_numbers(sweep):
+    import pandas as pd
+
+    frame = pd.read_csv(write_report(sweep)["csv"])
+    assert frame["best val/miou"].dtype.kind == "f"
+    assert frame.loc[frame["job"] == 1, "best val/miou"].item() == 0.5

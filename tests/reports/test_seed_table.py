@@ -71,7 +71,7 @@ def test_last_k_averages_each_jobs_last_epochs(tmp_path):
     _job(tmp_path, "stl_seg", 0, ["seg"], {"miou": 0.5}, history=history)
     (row,) = load_rows(tmp_path, last_k=2)
     assert row.stats("miou")[0] == pytest.approx(0.4)
-    with pytest.raises(SeedTableError, match="fewer than --last-k 4"):
+    with pytest.raises(SeedTableError, match="fewer than last-k 4"):
         load_rows(tmp_path, last_k=4)
 
 

@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from xtask_mt.reports.delta_m import DeltaMError, delta_m, headline_metrics
 from xtask_mt.reports.job_dirs import find_job_dirs
+from xtask_mt.reports.stats import last_k_mean, mean_se
 
 # (mIoU %, pixel accuracy %, Abs, Abs Rel) as the seed's README prints them (per-image
 # mIoU and pixel accuracy, checkpoint chosen on val); its Cityscapes Abs Rel is in %.
@@ -74,14 +75,7 @@ class Row:
 
     def stats(self, metric: str) -> tuple[float, float, int] | None:
         """(mean, standard error, n) of `metric` over the jobs that have it."""
-        xs = [v[metric] for v in self.values if metric in v and not math.isnan(v[metric])]
-        if not xs:
-            return None
-        mean = sum(xs) / len(xs)
-        if len(xs) < 2:
-            return mean, math.nan, len(xs)
-        var = sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)
-        return mean, math.sqrt(var / len(xs)), len(xs)
+        return mean_se(v[metric] for v in self.values if metric in v)
 
     def means(self) -> dict[str, float]:
         names = {k for v in self.values for k in v}
@@ -97,14 +91,10 @@ def _job_values(job_dir: Path, last_k: int) -> dict[str, float] | None:
     if last_k <= 0:
         source = summary.get("best", {})
         return {k[4:]: float(v) for k, v in source.items() if k.startswith("val/")}
-    history = [h for h in summary.get("history", []) if any(k.startswith("val/") for k in h)]
-    if len(history) < last_k:
-        raise SeedTableError(f"{path} has {len(history)} validated epochs, fewer than "
-                             f"--last-k {last_k}")
-    tail = history[-last_k:]
-    names = {k for h in tail for k in h if k.startswith("val/")}
-    return {k[4:]: sum(float(h[k]) for h in tail) / last_k for k in names
-            if all(k in h for h in tail)}
+    try:
+        return {k[4:]: v for k, v in last_k_mean(summary.get("history", []), last_k).items()}
+    except ValueError as exc:
+        raise SeedTableError(f"{path}: {exc}") from exc
 
 
 def load_rows(sweep_dir: Path, last_k: int = 0) -> list[Row]:

@@ -1,7 +1,10 @@
 """Sweep report from a multirun dir alone (no W&B account needed).
 
-`python -m xtask_mt.reports.sweep multirun/<date>/<time> [--metric val/miou]` writes report.md,
-report.csv and, when the sweep varies both loss.alpha and loss.gamma, heatmap_<metric>.png.
+`python -m xtask_mt.reports.sweep multirun/<date>/<time> [--metric val/miou] [--last-k 5]`
+writes report.md (one line per job, then the jobs that differ only in trainer.seed grouped:
+mean ± standard error, n), report.csv and, when the sweep varies both loss.alpha and
+loss.gamma, heatmap_<metric>.png (a grid, mean over seeds) or, for sampled (Optuna) values,
+scatter_<metric>.png.
 With `--table seed` it writes the seed's comparison tables of a sweeps/seed_table_*.yaml
 sweep instead (seed_table.md, seed_table.csv; see reports.seed_table).
 """
@@ -20,6 +23,7 @@ from omegaconf import OmegaConf
 
 from xtask_mt.reports.job_dirs import find_job_dirs, natural_key
 from xtask_mt.reports.seed_table import SeedTableError, write_seed_table
+from xtask_mt.reports.stats import last_k_mean, mean_se
 from xtask_mt.tasks import get_task, higher_is_better, registered_tasks
 
 
@@ -36,6 +40,19 @@ class JobRecord:
     best: dict[str, float] = field(default_factory=dict)
     alpha: float | None = None
     gamma: float | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def setting(self) -> tuple[str, ...]:
+        """The job's overrides but its seed: what the jobs of one seed group share."""
+        return tuple(o for o in self.overrides if not o.startswith(SEED_KEY))
+
+
+SEED_KEY = "trainer.seed="
+
+
+class SweepReportError(ValueError):
+    """A report request the sweep cannot answer (e.g. a metric no job reports)."""
 
 
 def headline_columns(jobs: list[JobRecord]) -> tuple[str, ...]:
@@ -64,6 +81,7 @@ def load_job(sweep_dir: Path, job_dir: Path) -> JobRecord:
         summary = json.loads(metrics_file.read_text())
         rec.final, rec.best = summary.get("final", {}), summary.get("best", {})
         rec.best_epoch = summary.get("best_epoch")
+        rec.history = list(summary.get("history", []))
         if rec.status == "incomplete":
             rec.status = "finished"
     config_file = job_dir / ".hydra" / "config.yaml"
@@ -109,8 +127,9 @@ def _fmt(value: float | None) -> str:
 
 
 def markdown_table(jobs: list[JobRecord], metric: str,
-                   columns: tuple[str, ...] | None = None) -> str:
-    """Markdown: one row per job (varying overrides, status, best and final metrics)."""
+                   columns: tuple[str, ...] | None = None, last_k: int = 0) -> str:
+    """Markdown: one row per job (varying overrides, status, best and final metrics), then,
+    when trainer.seed varies (or `last_k` is asked), the settings grouped over seeds."""
     columns = tuple(dict.fromkeys((metric, *(columns or headline_columns(jobs)))))
     shared, _ = varying_overrides(jobs)
     order = "higher" if higher_is_better(metric) else "lower"
@@ -125,6 +144,70 @@ def markdown_table(jobs: list[JobRecord], metric: str,
         cells += [_fmt(r.best.get(c)) for c in columns] + [_fmt(r.final.get(c)) for c in columns]
         cells.append(r.error.replace("|", "/"))
         lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    if any(o.startswith(SEED_KEY) for r in jobs for o in r.overrides) or last_k:
+        text += "\n" + grouped_table(jobs, metric, columns, last_k)
+    return text
+
+
+@dataclass
+class SeedGroup:
+    """Finished jobs that differ only in trainer.seed, and the values they are compared by."""
+
+    setting: tuple[str, ...]
+    values: list[dict[str, float]]  # per job: best figures, or the mean of its last k epochs
+
+    def stats(self, metric: str) -> tuple[float, float, int] | None:
+        return mean_se(v[metric] for v in self.values if metric in v)
+
+
+def seed_groups(jobs: list[JobRecord], last_k: int = 0) -> list[SeedGroup]:
+    """The finished jobs grouped by their overrides but trainer.seed, in job order; each job
+    counts with its best figures or, with `last_k`, the mean of its last k epochs."""
+    groups: dict[tuple[str, ...], SeedGroup] = {}
+    for rec in jobs:
+        if rec.status != "finished" or not rec.best:
+            continue
+        if last_k:
+            try:
+                values = last_k_mean(rec.history, last_k)
+            except ValueError as exc:
+                raise SweepReportError(f"job {rec.job}: {exc}") from exc
+        else:
+            values = rec.best
+        groups.setdefault(rec.setting, SeedGroup(rec.setting, [])).values.append(values)
+    return list(groups.values())
+
+
+def _mean_se_text(stats: tuple[float, float, int] | None) -> str:
+    if stats is None:
+        return ""
+    mean, se, _ = stats
+    return f"{mean:.4f}" if math.isnan(se) else f"{mean:.4f} ± {se:.4f}"
+
+
+def grouped_table(jobs: list[JobRecord], metric: str, columns: tuple[str, ...],
+                  last_k: int = 0) -> str:
+    """Markdown: one line per setting, its seeds' mean ± standard error and n, best first."""
+    groups = seed_groups(jobs, last_k)
+    shared, _ = varying_overrides(jobs)
+    sign = -1.0 if higher_is_better(metric) else 1.0
+
+    def key(group: SeedGroup) -> float:
+        stats = group.stats(metric)
+        return math.inf if stats is None else sign * stats[0]
+
+    source = f"mean of each job's last {last_k} epochs" if last_k else "each job's best epoch"
+    lines = [f"## Grouped over {SEED_KEY[:-1]}", "",
+             f"Mean ± standard error over the seeds of each setting ({source}), n finished "
+             "jobs, sorted by the mean of " + metric + ".", ""]
+    head = ["setting", "n", *columns]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for group in sorted(groups, key=key):
+        own = " ".join(o for o in group.setting if o not in shared) or "(defaults)"
+        lines.append("| " + " | ".join([own, str(len(group.values)),
+                                        *(_mean_se_text(group.stats(c)) for c in columns)])
+                     + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -141,65 +224,144 @@ def write_csv(jobs: list[JobRecord], metric: str, path: Path) -> None:
                             + [r.final.get(n, "") for n in names])
 
 
-def alpha_gamma_grid(jobs: list[JobRecord], metric: str
-                     ) -> tuple[list[float], list[float], list[list[float]]] | None:
-    """(alphas, gammas, mean best `metric` per [gamma][alpha] cell, NaN where none finished),
-    or None unless the sweep has at least two values of both alpha and gamma."""
-    alphas = sorted({r.alpha for r in jobs if r.alpha is not None})
-    gammas = sorted({r.gamma for r in jobs if r.gamma is not None})
-    if len(alphas) < 2 or len(gammas) < 2:
+def _alpha_gamma_points(jobs: list[JobRecord], metric: str
+                        ) -> dict[tuple[float, float], list[float]]:
+    """The best `metric` of each finished job, by its (alpha, gamma)."""
+    points: dict[tuple[float, float], list[float]] = {}
+    for r in jobs:
+        if r.alpha is not None and r.gamma is not None and metric in r.best:
+            points.setdefault((float(r.alpha), float(r.gamma)), []).append(r.best[metric])
+    return points
+
+
+Grid = tuple[list[float], list[float], list[list[float]], list[list[int]]]
+
+
+def alpha_gamma_grid(jobs: list[JobRecord], metric: str) -> Grid | None:
+    """(alphas, gammas, mean best `metric` over seeds per [gamma][alpha] cell (NaN where none
+    finished), jobs per cell), or None unless the jobs form a grid: at least two values of
+    both alpha and gamma, and at least half the cells tried (sampled values do not)."""
+    alphas = sorted({float(r.alpha) for r in jobs if r.alpha is not None})
+    gammas = sorted({float(r.gamma) for r in jobs if r.gamma is not None})
+    tried = {(float(r.alpha), float(r.gamma)) for r in jobs
+             if r.alpha is not None and r.gamma is not None}
+    if len(alphas) < 2 or len(gammas) < 2 or 2 * len(tried) < len(alphas) * len(gammas):
         return None
-    grid = []
-    for g in gammas:
-        row = []
-        for a in alphas:
-            values = [r.best[metric] for r in jobs
-                      if r.alpha == a and r.gamma == g and metric in r.best]
-            row.append(sum(values) / len(values) if values else math.nan)
-        grid.append(row)
-    return alphas, gammas, grid
+    points = _alpha_gamma_points(jobs, metric)
+    grid = [[sum(points[(a, g)]) / len(points[(a, g)]) if (a, g) in points else math.nan
+             for a in alphas] for g in gammas]
+    counts = [[len(points.get((a, g), [])) for a in alphas] for g in gammas]
+    return alphas, gammas, grid, counts
+
+
+_ALPHA_LABEL = "loss.alpha (transferred depth weight)"
+_GAMMA_LABEL = "loss.gamma (transferred seg weight)"
+
+
+def _label_colour(rgba: tuple[float, ...]) -> str:
+    """Black on light cells, white on dark ones (relative luminance of the cell)."""
+    r, g, b = rgba[:3]
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.5 else "white"
 
 
 def write_heatmap(jobs: list[JobRecord], metric: str, path: Path) -> bool:
-    """PNG heatmap of the best `metric` over alpha x gamma; False when the sweep lacks either."""
+    """PNG heatmap of the best `metric` over an alpha x gamma grid, each cell the mean over
+    its seeds (n shown where more than one); False when the jobs form no such grid."""
     found = alpha_gamma_grid(jobs, metric)
     if found is None:
         return False
+    import matplotlib
+    from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
-    alphas, gammas, grid = found
-    fig = Figure(figsize=(1.2 * len(alphas) + 2.5, 0.9 * len(gammas) + 1.8))
+    alphas, gammas, grid, counts = found
+    fig = Figure(figsize=(1.3 * len(alphas) + 2.5, 0.9 * len(gammas) + 1.8))
     ax = fig.add_subplot()
-    cmap = "viridis" if higher_is_better(metric) else "viridis_r"
-    image = ax.imshow(grid, cmap=cmap, origin="lower", aspect="auto")
-    ax.set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
-    ax.set_yticks(range(len(gammas)), [f"{g:g}" for g in gammas])
-    ax.set_xlabel("loss.alpha (transferred depth weight)")
-    ax.set_ylabel("loss.gamma (transferred seg weight)")
-    ax.set_title(f"best {metric}")
+    # cells without a finished job: light grey, labelled
+    cmap = matplotlib.colormaps["viridis" if higher_is_better(metric) else "viridis_r"
+                                ].with_extremes(bad="#d9d9d9")
+    finite = [v for row in grid for v in row if not math.isnan(v)]
+    norm = Normalize(min(finite), max(finite)) if finite else Normalize(0, 1)
+    image = ax.imshow(grid, cmap=cmap, norm=norm, origin="lower", aspect="auto")
+    ax.set_xticks(range(len(alphas)), [f"{a:.3g}" for a in alphas])
+    ax.set_yticks(range(len(gammas)), [f"{g:.3g}" for g in gammas])
+    ax.set_xlabel(_ALPHA_LABEL)
+    ax.set_ylabel(_GAMMA_LABEL)
+    seeds = max(c for row in counts for c in row)
+    ax.set_title(f"best {metric}" + (" (mean over seeds)" if seeds > 1 else ""))
     for y, row in enumerate(grid):
         for x, value in enumerate(row):
-            ax.text(x, y, "no result" if math.isnan(value) else f"{value:.4f}", ha="center",
-                    va="center", color="white", fontsize=8)
-    fig.colorbar(image, ax=ax)
+            if math.isnan(value):
+                ax.text(x, y, "no result", ha="center", va="center", color="black",
+                        fontsize=8, fontstyle="italic")
+                continue
+            n = counts[y][x]
+            ax.text(x, y, f"{value:.4f}" + (f"\nn={n}" if seeds > 1 else ""), ha="center",
+                    va="center", color=_label_colour(cmap(norm(value))), fontsize=8)
+    fig.colorbar(image, ax=ax, label=metric)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return True
 
 
+def write_scatter(jobs: list[JobRecord], metric: str, path: Path) -> bool:
+    """PNG scatter of sampled (alpha, gamma) values coloured by the best `metric` (for
+    Optuna-style sweeps whose values form no grid); False with fewer than two points."""
+    points = _alpha_gamma_points(jobs, metric)
+    if len(points) < 2:
+        return False
+    from matplotlib.figure import Figure
+
+    xs, ys = zip(*points, strict=True)
+    values = [sum(v) / len(v) for v in points.values()]
+    fig = Figure(figsize=(6.5, 5))
+    ax = fig.add_subplot()
+    cmap = "viridis" if higher_is_better(metric) else "viridis_r"
+    dots = ax.scatter(xs, ys, c=values, cmap=cmap, s=60, edgecolors="black", linewidths=0.5)
+    for data, scale in ((xs, ax.set_xscale), (ys, ax.set_yscale)):
+        positive = [v for v in data if v > 0]
+        if len(positive) == len(data) and max(positive) > 10 * min(positive):
+            scale("log")
+    best = max(range(len(values)), key=lambda i: values[i] * (1 if higher_is_better(metric)
+                                                               else -1))
+    ax.scatter([xs[best]], [ys[best]], s=220, facecolors="none", edgecolors="red",
+               linewidths=1.5, label=f"best: {values[best]:.4f}")
+    ax.legend(loc="best", fontsize=8)
+    ax.set_xlabel(_ALPHA_LABEL)
+    ax.set_ylabel(_GAMMA_LABEL)
+    ax.set_title(f"best {metric} of {len(points)} sampled settings")
+    fig.colorbar(dots, ax=ax, label=metric)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return True
+
+
+def known_metrics(jobs: list[JobRecord]) -> list[str]:
+    """Every metric some job reports (best or final)."""
+    return sorted({k for r in jobs for k in (*r.best, *r.final)})
+
+
 def write_report(sweep_dir: Path, metric: str = "val/miou",
                  columns: tuple[str, ...] | None = None,
-                 out_dir: Path | None = None) -> dict[str, Path]:
-    """Write report.md, report.csv and (if possible) the heatmap; returns their paths."""
+                 out_dir: Path | None = None, last_k: int = 0) -> dict[str, Path]:
+    """Write report.md, report.csv and (if possible) the heatmap or scatter; returns their
+    paths. A metric (or column) that no job reports is refused with the known ones."""
     jobs = load_sweep(Path(sweep_dir))
+    known = known_metrics(jobs)
+    unknown = [m for m in (metric, *(columns or ())) if m not in known]
+    if known and unknown:
+        raise SweepReportError(f"no job reports {', '.join(unknown)}; the jobs report: "
+                               f"{', '.join(known)}")
     out_dir = Path(out_dir or sweep_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {"markdown": out_dir / "report.md", "csv": out_dir / "report.csv"}
-    written["markdown"].write_text(markdown_table(jobs, metric, columns))
+    written["markdown"].write_text(markdown_table(jobs, metric, columns, last_k))
     write_csv(jobs, metric, written["csv"])
-    heatmap = out_dir / f"heatmap_{metric.replace('/', '_')}.png"
-    if write_heatmap(jobs, metric, heatmap):
-        written["heatmap"] = heatmap
+    name = metric.replace("/", "_")
+    if write_heatmap(jobs, metric, out_dir / f"heatmap_{name}.png"):
+        written["heatmap"] = out_dir / f"heatmap_{name}.png"
+    elif write_scatter(jobs, metric, out_dir / f"scatter_{name}.png"):
+        written["scatter"] = out_dir / f"scatter_{name}.png"
     return written
 
 
@@ -219,8 +381,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="--table seed: Delta_m against the single-task rows "
                         "<baseline>_<task> (stl: ResNet; mtan_stl: MTAN)")
     parser.add_argument("--last-k", type=int, default=0,
-                        help="--table seed: mean of each job's last k validated epochs "
-                        "instead of its checkpoint chosen on val")
+                        help="compare seeds by the mean of each job's last k validated epochs "
+                        "instead of its best epoch")
     args = parser.parse_args(argv)
     try:
         if args.table == "seed":
@@ -228,8 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             written = write_report(args.sweep_dir, args.metric,
                                    tuple(c for c in args.columns.split(",") if c) or None,
-                                   args.out)
-    except (FileNotFoundError, SeedTableError) as exc:
+                                   args.out, args.last_k)
+    except (FileNotFoundError, SeedTableError, SweepReportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(written["markdown"].read_text())
