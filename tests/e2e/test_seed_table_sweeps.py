@@ -59,6 +59,8 @@ def test_every_cityscapes_row_trains_on_a_generated_tree(tmp_path):
     rows = _check_every_row_finished("seed_table_cityscapes", sweep)
     assert {r.row for r in rows} == {"stl_seg", "stl_depth", "mtan_stl_seg", "mtan_stl_depth",
                                      "mtan", "pcgrad", "kd4mtl", "adamtnet", "ours"}
+    # a sweep keeps each finished job's best weights only (trainer.keep_checkpoints=auto)
+    assert [p.name for p in (sweep / "mtan" / "seed0" / "checkpoints").iterdir()] == ["best.pt"]
     kd = json.loads((sweep / "kd4mtl" / "seed0" / "metrics.json").read_text())
     assert kd["train"]["loss_kd_seg"] > 0 and kd["train"]["loss_kd_depth"] > 0
     text = markdown(rows)

@@ -24,6 +24,7 @@ from xtask_mt.tasks import edge_name, get_task, registered_tasks
 
 DATASET_CLASSES = {"synthetic": (7,), "cityscapes": (7, 19), "nyuv2": (13,)}
 METHODS = ("none", "kd4mtl")
+KEEP_POLICIES = ("auto", "all", "best_weights", "none")  # engine.retention applies them
 TRACKING_MODES = ("online", "offline", "disabled")
 WANDB_ENV_MODES = (*TRACKING_MODES, "dryrun", "run")  # W&B also reads its older names
 
@@ -165,6 +166,8 @@ def _check_trainer(problems: _Problems) -> None:
     check("trainer.seed", _int_at_least(0), "an integer >= 0")
     check("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {', '.join(PRECISIONS)}")
     check("trainer.strategy", lambda v: v in STRATEGIES, f"one of {', '.join(STRATEGIES)}")
+    check("trainer.keep_checkpoints", lambda v: v in KEEP_POLICIES,
+          f"one of {', '.join(KEEP_POLICIES)} (what a finished job keeps of its checkpoints)")
     check("trainer.resume", lambda v: isinstance(v, str | bool) and v is not True,
           "auto, false, or the path of a checkpoint file")
 

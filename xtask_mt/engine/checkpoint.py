@@ -172,8 +172,9 @@ RESUME_SAFE_KEYS = ("trainer.epochs", "trainer.resume", "trainer.progress_bar",
                     "trainer.skip_finished", "trainer.device", "trainer.val_every",
                     "trainer.val_at_start", "trainer.grad_stats_every", "trainer.compile",
                     "trainer.compile_backend", "trainer.retain_host_memory",
-                    "trainer.strategy", "logger", "dataset.root", "dataset.num_workers",
-                    "dataset.cache", "dataset.cache_dir", "dataset.prepared_dir")
+                    "trainer.strategy", "trainer.keep_checkpoints", "logger", "dataset.root",
+                    "dataset.num_workers", "dataset.cache", "dataset.cache_dir",
+                    "dataset.prepared_dir")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -45,6 +45,11 @@ from xtask_mt.engine.checkpoint import (
 )
 from xtask_mt.engine.distillation import build_distillation
 from xtask_mt.engine.loops import EpochSettings, evaluate, train_one_epoch
+from xtask_mt.engine.retention import (
+    checkpoints_to_write,
+    prune_finished,
+    resolve_keep_policy,
+)
 from xtask_mt.engine.step import TrainingParts
 from xtask_mt.errors import ConfigError, UserError
 from xtask_mt.locks import FileLock
@@ -122,6 +127,7 @@ class Run:
     tracker: Tracker = field(default_factory=Tracker)
     progress: Progress = field(default_factory=Progress)
     epochs_run: list[int] = field(default_factory=list)
+    keep: str = "all"  # trainer.keep_checkpoints, resolved (see engine.retention)
     initial: dict[str, float] = field(default_factory=dict)
     train_stats: dict[str, float] = field(default_factory=dict)
 
@@ -254,7 +260,8 @@ def setup(cfg: DictConfig, output_dir: Path, ctx: DistributedContext) -> Run:
              ", channels-last" if options.channels_last else "", len(train_set), len(val_set),
              num_classes, sum(p.numel() for p in model.parameters()) / 1e6)
     return Run(cfg, Path(output_dir), ctx, parts, build_scheduler(cfg, optimizer),
-               train_loader, val_loader, val_set, num_classes)
+               train_loader, val_loader, val_set, num_classes,
+               keep=resolve_keep_policy(str(t.get("keep_checkpoints", "auto"))))
 
 
 def resume(run: Run) -> str | None:
@@ -263,6 +270,11 @@ def resume(run: Run) -> str | None:
     if path is None:
         return None
     payload = load_checkpoint(path)
+    if "optimizer" not in payload:
+        raise CheckpointError(
+            f"{path} holds a finished job's best weights only (trainer.keep_checkpoints="
+            f"{payload.get('kept', 'best_weights')}): evaluate it or use it as a teacher; to "
+            "train on from it, start a new job (trainer.resume=false)")
     check_model_spec(path, payload.get("model_spec", {}), model_spec(run.cfg, run.num_classes))
     if payload.get("config"):
         check_training_settings(path, payload["config"],
@@ -357,7 +369,7 @@ def train_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
     run.tracker.log(logged, step=epoch)
     # last.pt, which says where training stands, is written last: a kill while best.pt is
     # written leaves last.pt at the previous epoch, which the resumed job trains again
-    save(run, ("best.pt", "last.pt") if is_best else ("last.pt",))
+    save(run, checkpoints_to_write(run.keep, is_best))
     log.info("epoch %d/%d  %s", epoch, epochs, _format(logged, run.cfg.model.tasks))
     if any_process(stop.requested):
         raise _interrupted(run, stop.signum, f"after epoch {epoch}")
@@ -404,6 +416,8 @@ def finish(run: Run) -> dict[str, Any]:
         summary["initial"] = run.initial
     if run.ctx.is_main:
         write_json_atomic(run.output_dir / "metrics.json", summary)
+        for done in prune_finished(run.checkpoint_dir, run.keep):
+            log.info("trainer.keep_checkpoints=%s: %s", run.keep, done)
     log.info("best %s = %.4f at epoch %d; outputs in %s", t.monitor,
              progress.best_value if progress.best_value is not None else float("nan"),
              progress.best_epoch, run.output_dir)
