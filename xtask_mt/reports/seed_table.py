@@ -46,17 +46,20 @@ ROW_NAMES = {"mtan": "MTAN", "pcgrad": "PCGrad", "kd4mtl": "KD4MTL", "adamtnet":
              "ours": "Ours", "stl_seg": "Single-task seg", "stl_depth": "Single-task depth",
              "stl_normal": "Single-task normal", "mtan_stl_seg": "MTAN single-task seg",
              "mtan_stl_depth": "MTAN single-task depth",
-             "mtan_stl_normal": "MTAN single-task normal"}
-# (column title, metric, factor to the seed's units); Cityscapes Abs Rel is x100 below
+             "mtan_stl_normal": "MTAN single-task normal", "mtan_3task": "MTAN (3 tasks)",
+             "kd4mtl_3task": "KD4MTL (3 tasks)", "pcgrad_3task": "PCGrad (3 tasks)",
+             "adamtnet_3task": "AdaMT-Net (3 tasks)"}
+# (column title, metric, factor to the seed's units, decimals); Cityscapes Abs Rel is x100 below
 ROW_ORDER = ("stl_seg", "stl_depth", "stl_normal", "mtan_stl_seg", "mtan_stl_depth",
              "mtan_stl_normal", "mtan", "kd4mtl", "pcgrad", "adamtnet", "ours", "mtan_3task",
              "kd4mtl_3task", "pcgrad_3task", "adamtnet_3task")  # the seed's order, then others
-COLUMNS = (("mIoU", "miou_legacy", 100.0), ("mIoU (dataset)", "miou", 100.0),
-           ("Pix Acc", "pixacc_legacy", 100.0), ("Pix Acc (dataset)", "pixacc", 100.0),
-           ("Abs", "abs_err", 1.0), ("Abs Rel", "abs_rel", 1.0))
-NORMAL_COLUMNS = (("Mean", "normal_mean", 1.0), ("Median", "normal_median", 1.0),
-                  ("11.25", "normal_within_11", 100.0), ("22.5", "normal_within_22", 100.0),
-                  ("30", "normal_within_30", 100.0))
+COLUMNS = (("mIoU", "miou_legacy", 100.0, 2), ("mIoU (dataset)", "miou", 100.0, 2),
+           ("Pix Acc", "pixacc_legacy", 100.0, 2), ("Pix Acc (dataset)", "pixacc", 100.0, 2),
+           ("Abs", "abs_err", 1.0, 4), ("Abs Rel", "abs_rel", 1.0, 4))
+NORMAL_COLUMNS = (("Normal mean", "normal_mean", 1.0, 2),
+                  ("Normal median", "normal_median", 1.0, 2),
+                  ("11.25", "normal_within_11", 100.0, 2), ("22.5", "normal_within_22", 100.0, 2),
+                  ("30", "normal_within_30", 100.0, 2))
 
 
 class SeedTableError(ValueError):
@@ -141,21 +144,18 @@ def _delta(row: Row, baselines: Mapping[str, float]) -> float | None:
     return value
 
 
-def _cell(stats: tuple[float, float, int] | None, factor: float) -> str:
+def _cell(stats: tuple[float, float, int] | None, factor: float, digits: int) -> str:
     if stats is None:
         return ""
     mean, se, _ = stats
-    digits = 2 if factor == 100.0 else 4
     error = "" if math.isnan(se) else f" ± {se * factor:.{digits}f}"
     return f"{mean * factor:.{digits}f}{error}"
 
 
-def _columns(table: str) -> list[tuple[str, str, float]]:
-    columns = [(t, m, 100.0 if table == "cityscapes" and m == "abs_rel" else f)
-               for t, m, f in COLUMNS]
-    if table == "nyuv2_3task":
-        columns += [(f"Normal {t}", m, f) for t, m, f in NORMAL_COLUMNS]
-    return columns
+def _columns(table: str) -> list[tuple[str, str, float, int]]:
+    if table == "cityscapes":  # the seed prints Cityscapes Abs Rel in %
+        return [(t, m, 100.0, 2) if m == "abs_rel" else (t, m, f, d) for t, m, f, d in COLUMNS]
+    return list(COLUMNS) + (list(NORMAL_COLUMNS) if table == "nyuv2_3task" else [])
 
 
 def markdown(rows: Sequence[Row], baseline: str = "stl", last_k: int = 0) -> str:
@@ -166,7 +166,7 @@ def markdown(rows: Sequence[Row], baseline: str = "stl", last_k: int = 0) -> str
     for table in dict.fromkeys(r.table for r in rows):
         columns = _columns(table)
         published = PUBLISHED.get(table, {})
-        head = ["Model", "n", *(t for t, _, _ in columns), f"Delta_m vs {baseline} (%)",
+        head = ["Model", "n", *(column[0] for column in columns), f"Delta_m vs {baseline} (%)",
                 "seed: mIoU", "Pix Acc", "Abs", "Abs Rel"]
         lines = [f"## {TABLE_TITLES.get(table, table)}", "",
                  f"mean ± standard error over n seeds, {chosen}; mIoU and Pix Acc per image "
@@ -179,7 +179,7 @@ def markdown(rows: Sequence[Row], baseline: str = "stl", last_k: int = 0) -> str
                                         else "")
             delta = _delta(row, baselines)
             cells = [ROW_NAMES.get(row.row, row.row), n,
-                     *(_cell(row.stats(m), f) for _, m, f in columns),
+                     *(_cell(row.stats(m), f, d) for _, m, f, d in columns),
                      "" if delta is None else f"{delta:+.2f}",
                      *((f"{seed[0]:.2f}", f"{seed[1]:.2f}", f"{seed[2]:.4f}",
                         f"{seed[3]:.2f}" if table == "cityscapes" else f"{seed[3]:.4f}")
