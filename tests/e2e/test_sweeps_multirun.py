@@ -17,6 +17,7 @@ from helpers.sweep_settings import tiny_overrides
 from helpers.wandb_files import offline_runs
 from omegaconf import OmegaConf
 
+from xtask_mt.engine.checkpoint import load_checkpoint
 from xtask_mt.reports.sweep import load_sweep, write_report
 
 pytestmark = pytest.mark.slow
@@ -93,8 +94,11 @@ def test_failed_job_is_visible_and_a_rerun_skips_finished_jobs(tmp_path: Path) -
     md = write_report(sweep)["markdown"].read_text()
     assert "| failed |" in md and "| finished |" in md
 
+    # a sweep keeps a finished job's best weights only (trainer.keep_checkpoints=auto)
+    assert not (good / "checkpoints" / "last.pt").exists()
+    assert "optimizer" not in load_checkpoint(good / "checkpoints" / "best.pt")
     kept = {p: p.stat().st_mtime_ns for p in (good / "metrics.json",
-                                               good / "checkpoints" / "last.pt")}
+                                               good / "checkpoints" / "best.pt")}
     # the same sweep again (the sweep dir names it; the launcher may change): the finished
     # job is skipped, the failed one runs again
     second = run_train(*args)

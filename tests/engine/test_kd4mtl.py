@@ -64,13 +64,16 @@ def test_teachers_are_frozen_trunks_in_eval_mode(teachers):
 
 def test_a_teacher_that_cannot_teach_is_refused_in_one_line(teachers, tmp_path):
     with pytest.raises(TeacherError, match="does not exist"):
-        load_teacher(str(tmp_path / "missing"), 7)
+        load_teacher(str(tmp_path / "missing"), 7, "resnet_unet")
     with pytest.raises(TeacherError, match="segments 7 classes, this model 19"):
-        load_teacher(str(teachers["stl_segmentation"]), 19)
+        load_teacher(str(teachers["stl_segmentation"]), 19, "resnet_unet")
+    with pytest.raises(TeacherError, match="model.arch=resnet_unet run, this model is "
+                                            "model.arch=mtan"):
+        load_teacher(str(teachers["stl_segmentation"]), 7, "mtan")
     multi = tmp_path / "mtl"
     train(compose_config(TINY + ["model=mtl"]), multi)
     with pytest.raises(TeacherError, match=r"trained on tasks \['seg', 'depth'\]"):
-        load_teacher(str(multi), 7)
+        load_teacher(str(multi), 7, "resnet_unet")
     student = torch.nn.Module()
     student.channels = (64, 64, 128, 256, 512)
     twice = compose_config(TINY + ["model=mtl", "method=kd4mtl",

@@ -56,6 +56,10 @@ def test_best_weights_resumes_an_interrupted_job_then_keeps_only_the_best_weight
     (tmp_path / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     result = evaluate_run(tmp_path, options=EvalOptions(device="cpu", progress_bar=False))
     assert result["metrics"]["val/miou"] == pytest.approx(summary["best"]["val/miou"], rel=1e-5)
+    longer = compose_config([*RUN, "trainer.keep_checkpoints=best_weights",
+                             "trainer.skip_finished=false", "trainer.epochs=3"])
+    with pytest.raises(CheckpointError, match="last.pt was not kept"):
+        train(longer, tmp_path)  # not silently trained again from scratch
     again = compose_config([*RUN, f"trainer.resume={tmp_path / 'checkpoints' / 'best.pt'}"])
     with pytest.raises(CheckpointError, match="best weights only"):
         train(again, tmp_path / "other")

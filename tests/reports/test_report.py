@@ -175,3 +175,13 @@ def test_csv_reads_into_pandas_as_numbers(sweep):
     frame = pd.read_csv(write_report(sweep)["csv"])
     assert frame["best val/miou"].dtype.kind == "f"
     assert frame.loc[frame["job"] == 1, "best val/miou"].item() == 0.5
+
+
+def test_a_sweep_without_segmentation_is_sorted_by_its_own_headline_metric(tmp_path):
+    job = tmp_path / "0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["model=stl_depth"]))
+    (job / "metrics.json").write_text(json.dumps({"best": {"val/abs_err": 0.2},
+                                                  "final": {"val/abs_err": 0.3}}))
+    text = write_report(tmp_path)["markdown"].read_text()
+    assert text.startswith("Sorted by best val/abs_err (lower is better)")

@@ -41,8 +41,9 @@ def teacher_checkpoint(entry: str) -> Path:
     return path
 
 
-def load_teacher(entry: str, num_classes: int) -> tuple[str, nn.Module]:
-    """(task, frozen trunk) of the single-task run `entry` trained on `num_classes` classes."""
+def load_teacher(entry: str, num_classes: int, arch: str) -> tuple[str, nn.Module]:
+    """(task, frozen trunk) of the single-task run `entry`, which must have been trained on
+    `num_classes` classes with the architecture `arch` (so that aligned features match)."""
     path = teacher_checkpoint(entry)
     payload = load_checkpoint(path)
     if not payload.get("config"):
@@ -53,6 +54,10 @@ def load_teacher(entry: str, num_classes: int) -> tuple[str, nn.Module]:
     if len(tasks) != 1:
         raise TeacherError(f"kd.teachers entry {entry} was trained on tasks {tasks}; a teacher "
                            "is a single-task run (model=stl_segmentation or model=stl_depth)")
+    if str(cfg.model.arch) != arch:
+        raise TeacherError(f"kd.teachers entry {entry} is a model.arch={cfg.model.arch} run, "
+                           f"this model is model.arch={arch}; train the teacher with the same "
+                           f"architecture (e.g. model=stl_segmentation model.arch={arch})")
     saved_classes = payload.get("model_spec", {}).get("num_classes", num_classes)
     if tasks == ["seg"] and saved_classes != num_classes:
         raise TeacherError(f"kd.teachers entry {entry} segments {saved_classes} classes, this "
@@ -91,7 +96,7 @@ def build_distillation(cfg: DictConfig, trunk: nn.Module, tasks: Sequence[str],
     kd = cfg.kd
     teachers: dict[str, nn.Module] = {}
     for entry in kd.teachers:
-        task, teacher = load_teacher(str(entry), num_classes)
+        task, teacher = load_teacher(str(entry), num_classes, str(cfg.model.arch))
         if task not in tasks:
             raise TeacherError(f"kd.teachers entry {entry} teaches {task!r}, which this model "
                                f"does not learn (model.tasks={list(tasks)})")

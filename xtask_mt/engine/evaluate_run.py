@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from xtask_mt.config.build import (
+    USES_ENCODER_GROUP,
     build_dataset,
     build_loader,
     build_metrics,
@@ -73,6 +74,12 @@ def _with_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     if overrides:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
     return cfg
+
+
+def _trunk_name(cfg: DictConfig) -> str:
+    """The encoder (resnet<depth>) or, for other architectures, model.arch."""
+    arch = str(cfg.model.get("arch", "resnet_unet"))
+    return f"resnet{cfg.encoder.depth}" if arch in USES_ENCODER_GROUP else arch
 
 
 def protocol_notes(dataset: str, splits: Sequence[str], split: str,
@@ -294,7 +301,7 @@ def evaluate_run(run: str | Path | None = None, ckpt: str | Path | None = None,
     result: dict[str, Any] = {
         "checkpoint": str(ckpt_path), "epoch": payload.get("epoch"), "split": split,
         "selection_split": SELECTION_SPLIT, "dataset": str(cfg.dataset.name),
-        "model": str(cfg.model.get("name", "?")), "encoder": f"resnet{cfg.encoder.depth}",
+        "model": str(cfg.model.get("name", "?")), "encoder": _trunk_name(cfg),
         "tasks": list(model.tasks),
         "num_images": len(dataset), "depth_unit": getattr(dataset, "depth_unit", ""),
         "notes": protocol_notes(str(cfg.dataset.name), splits, split,

@@ -103,6 +103,11 @@ def resume_checkpoint_path(resume: Any, output_dir: Path) -> Path | None:
         return None
     if str(resume) == "auto":
         last = output_dir / "checkpoints" / "last.pt"
+        if not last.is_file() and (output_dir / "metrics.json").is_file():
+            raise CheckpointError(
+                f"{output_dir} holds a finished job whose last.pt was not kept "
+                "(trainer.keep_checkpoints), so it cannot train on; keep_checkpoints=all keeps "
+                "it, or start afresh with trainer.resume=false")
         return last if last.is_file() else None
     path = Path(str(resume)).expanduser()
     if not path.is_file():
@@ -280,14 +285,15 @@ def resume(run: Run) -> str | None:
         check_training_settings(path, payload["config"],
                                 OmegaConf.to_container(run.cfg, resolve=True))
     p = run.parts
+    if (p.distillation is not None) != bool(payload.get("distillation")):
+        raise CheckpointError(
+            f"{path} was trained {'without' if p.distillation else 'with'} method=kd4mtl; "
+            f"resume it {'without' if p.distillation else 'with'} it, or start afresh")
     p.model.load_state_dict(payload["model"])
     p.optimizer.load_state_dict(payload["optimizer"])
     run.scheduler.load_state_dict(payload["scheduler"])
     p.weighting.load_state_dict(payload["weighting"])
     if p.distillation is not None:
-        if not payload.get("distillation"):
-            raise CheckpointError(f"{path} was not trained with method=kd4mtl; resume it "
-                                  "without kd4mtl, or start afresh")
         p.distillation.loss.load_state_dict(payload["distillation"])
     if p.scaler is not None and payload.get("scaler"):
         p.scaler.load_state_dict(payload["scaler"])

@@ -35,10 +35,11 @@ class CrossTaskModel(nn.Module):
     has one) + a transfer net per edge.
 
     The trunk must return a list of tensors and have `last_shared_parameters()`; the heads
-    read the trunk only through that list, so that the trunk's parameters are the shared
-    ones and a gradient taken at the listed tensors is the heads' (see
-    weighting.encoder_features). forward() returns a dict: each head's direct prediction
-    under its task name and, unless `with_transfer=False`, each edge's transferred
+    read the trunk's computation only through that list, so that the trunk's parameters are
+    the shared ones and a gradient taken at the listed tensors is the heads' (see
+    weighting.encoder_features; MTAN's heads also apply trunk-owned attention blocks, whose
+    gradient does not pass through the list). forward() returns a dict: each head's direct
+    prediction under its task name and, unless `with_transfer=False`, each edge's transferred
     prediction under the edge name. State-dict names: `encoder.*`, `decoders.<task>.*`,
     `<edge name>.*`.
     """

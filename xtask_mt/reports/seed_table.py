@@ -124,11 +124,17 @@ def load_rows(sweep_dir: Path, last_k: int = 0) -> list[Row]:
     return sorted(rows.values(), key=lambda r: order.get(r.row, len(order)))
 
 
-def _baselines(rows: Sequence[Row], group: str) -> dict[str, float]:
-    """One figure per headline metric from the single-task rows named `<group>_<task>`."""
+def _dataset(table: str) -> str:
+    return table.split("_")[0]  # nyuv2_3task -> nyuv2
+
+
+def _baselines(rows: Sequence[Row], group: str, dataset: str) -> dict[str, float]:
+    """One figure per headline metric from the single-task rows named `<group>_<task>` of
+    the tables of `dataset`."""
     merged: dict[str, float] = {}
     for row in rows:
-        if row.row.startswith(f"{group}_") and len(row.tasks) == 1:
+        if row.row.startswith(f"{group}_") and len(row.tasks) == 1 \
+                and _dataset(row.table) == dataset:
             wanted = headline_metrics(row.tasks)
             merged.update({k: v for k, v in row.means().items() if k in wanted})
     return merged
@@ -160,11 +166,11 @@ def _columns(table: str) -> list[tuple[str, str, float, int]]:
 
 def markdown(rows: Sequence[Row], baseline: str = "stl", last_k: int = 0) -> str:
     """The tables as Markdown: ours (mean ± SE, n) beside the seed's published figures."""
-    baselines = _baselines(rows, baseline)
     chosen = f"mean of the last {last_k} epochs" if last_k else "checkpoint chosen on val"
     parts = []
     for table in dict.fromkeys(r.table for r in rows):
         columns = _columns(table)
+        baselines = _baselines(rows, baseline, _dataset(table))
         published = PUBLISHED.get(table, {})
         head = ["Model", "n", *(column[0] for column in columns), f"Delta_m vs {baseline} (%)",
                 "seed: mIoU", "Pix Acc", "Abs", "Abs Rel"]

@@ -341,13 +341,18 @@ def known_metrics(jobs: list[JobRecord]) -> list[str]:
     return sorted({k for r in jobs for k in (*r.best, *r.final)})
 
 
-def write_report(sweep_dir: Path, metric: str = "val/miou",
+DEFAULT_METRIC = "val/miou"
+
+
+def write_report(sweep_dir: Path, metric: str = DEFAULT_METRIC,
                  columns: tuple[str, ...] | None = None,
                  out_dir: Path | None = None, last_k: int = 0) -> dict[str, Path]:
     """Write report.md, report.csv and (if possible) the heatmap or scatter; returns their
     paths. A metric (or column) that no job reports is refused with the known ones."""
     jobs = load_sweep(Path(sweep_dir))
     known = known_metrics(jobs)
+    if metric == DEFAULT_METRIC and metric not in known and known:
+        metric = next((c for c in headline_columns(jobs)), known[0])  # e.g. a depth-only sweep
     unknown = [m for m in (metric, *(columns or ())) if m not in known]
     if known and unknown:
         raise SweepReportError(f"no job reports {', '.join(unknown)}; the jobs report: "
@@ -369,7 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xtask_mt.reports.sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_dir", type=Path, help="multirun dir (hydra.sweep.dir)")
-    parser.add_argument("--metric", default="val/miou", help="sort and heatmap metric")
+    parser.add_argument("--metric", default=DEFAULT_METRIC,
+                        help="sort and heatmap metric (default val/miou, or the first headline "
+                        "metric of sweeps without segmentation)")
     parser.add_argument("--columns", default="",
                         help="comma-separated metrics shown in the Markdown table "
                         "(default: the headline metrics of the tasks the jobs have)")
