@@ -124,6 +124,25 @@ def test_optuna_search_returns_the_best_trial(tmp_path: Path) -> None:
     assert 1e-5 <= result["best_params"]["loss.alpha"] <= 0.3
 
 
+def test_a_failed_trial_is_recorded_and_the_search_goes_on(tmp_path: Path) -> None:
+    """alpha sampled in [0.5, 1.5]: trials above 1 are refused by validation (failed), the
+    others finish, and the best value is the best finished trial's."""
+    sweep = tmp_path / "optuna"
+    done = run_train("-cd", "sweeps", "-cn", "optuna_alpha_gamma", *tiny_overrides(),
+                     'hydra.sweeper.params={loss.alpha:"interval(0.5,1.5)",'
+                     'loss.gamma:"interval(0.001,0.01)"}', "hydra.sweeper.n_trials=4",
+                     f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    status = {job.name: json.loads((job / "job.json").read_text())["status"]
+              for job in sweep.iterdir() if (job / "job.json").is_file()}
+    assert len(status) == 4
+    assert "failed" in status.values() and "finished" in status.values()
+    finished = [metrics(sweep / name)["best"]["val/miou"] for name, s in status.items()
+                if s == "finished"]
+    result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert result["best_value"] == pytest.approx(max(finished))
+
+
 def test_a_stop_signal_ends_the_whole_sweep_and_a_rerun_continues_it(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     args = ["-m", *tiny_overrides(**{"trainer.epochs": 3, "dataset.train_size": 24}),
