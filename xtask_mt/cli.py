@@ -5,15 +5,29 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from omegaconf import OmegaConf
 
 from xtask_mt.errors import UserError
 from xtask_mt.runtime.preemption import TrainingInterrupted
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def sqlite_file(folder: str, name: str) -> str:
+    """`sqlite:///<folder>/<name>`, creating `folder`: the Optuna sweeper opens its study
+    database before Hydra creates the sweep dir."""
+    path = Path(folder).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path / name}"
+
+
+# for conf/hparams_search/optuna.yaml: storage: ${sqlite_file:${hydra.sweep.dir},optuna.db}
+OmegaConf.register_new_resolver("sqlite_file", sqlite_file, replace=True)
 
 
 def _in_multirun() -> bool:

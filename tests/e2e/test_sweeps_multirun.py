@@ -114,7 +114,8 @@ def test_optuna_search_returns_the_best_trial(tmp_path: Path) -> None:
     done = run_train("-cd", "sweeps", "-cn", "optuna_alpha_gamma", *tiny_overrides(),
                      "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}")
     assert done.returncode == 0, done.stderr[-3000:]
-    trials = [sweep / "0", sweep / "1"]
+    trials = sorted(p.parent for p in sweep.glob("*/metrics.json"))
+    assert [t.name.split("_")[0] for t in trials] == ["0", "1"]
     values = [metrics(t)["best"]["val/miou"] for t in trials]
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert result["best_value"] == pytest.approx(max(values))
@@ -122,6 +123,29 @@ def test_optuna_search_returns_the_best_trial(tmp_path: Path) -> None:
               for t in trials]
     assert alphas[0] != alphas[1] and all(1e-5 <= a <= 0.3 for a in alphas)
     assert 1e-5 <= result["best_params"]["loss.alpha"] <= 0.3
+
+
+def test_the_same_command_again_continues_the_study_in_its_database(tmp_path: Path) -> None:
+    """Two invocations of 2 trials into one sweep dir: one sqlite study of 4 trials numbered
+    0..3, four trial folders, no job skipped as already finished."""
+    import optuna
+
+    sweep = tmp_path / "optuna"
+    args = ["-cd", "sweeps", "-cn", "optuna_alpha_gamma", *tiny_overrides(),
+            "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}"]
+    for _ in range(2):
+        done = run_train(*args)
+        assert done.returncode == 0, done.stderr[-3000:]
+        time.sleep(1.1)  # the folders of a re-run carry its start time (to the second)
+    study = optuna.load_study(study_name="alpha_gamma", storage=f"sqlite:///{sweep}/optuna.db")
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    folders = sorted(p.parent for p in sweep.glob("*/metrics.json"))
+    assert len(folders) == 4
+    logs = "".join((f / "train.log").read_text() for f in folders)
+    assert "already finished" not in logs
+    values = sorted(t.value for t in study.trials)
+    assert values == pytest.approx(sorted(metrics(f)["best"]["val/miou"] for f in folders))
 
 
 def test_a_failed_trial_is_recorded_and_the_search_goes_on(tmp_path: Path) -> None:
