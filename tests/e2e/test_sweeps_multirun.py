@@ -148,6 +148,38 @@ def test_the_same_command_again_continues_the_study_in_its_database(tmp_path: Pa
     assert values == pytest.approx(sorted(metrics(f)["best"]["val/miou"] for f in folders))
 
 
+def test_two_processes_share_one_study_on_a_postgresql_server(tmp_path: Path) -> None:
+    """Two searches of 2 trials started at once against one PostgreSQL study (as two
+    machines would, after the study was created once, as README says): the study holds 4
+    trials, numbered once each, and every trial ran in exactly one job folder with the
+    parameters the study recorded."""
+    import optuna
+    from helpers.postgres import postgres_server
+
+    with postgres_server() as url:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+               "HYDRA_FULL_ERROR": "1"}
+        # two processes that both find an empty database race to create its tables
+        optuna.create_study(storage=url, study_name="alpha_gamma", direction="maximize")
+        procs = [subprocess.Popen(
+            [sys.executable, "train.py", "-cd", "sweeps", "-cn", "optuna_alpha_gamma",
+             *tiny_overrides(), "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage={url}",
+             f"hydra.sweep.dir={tmp_path / f'host{i}'}"], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+        for proc in procs:
+            _, err = proc.communicate(timeout=600)
+            assert proc.returncode == 0, err[-3000:]
+        study = optuna.load_study(study_name="alpha_gamma", storage=url)
+        trials = study.trials
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    folders = sorted(p.parent for p in tmp_path.glob("host*/*/metrics.json"))
+    assert len(folders) == 4
+    ran = sorted(round(yaml.safe_load((f / ".hydra" / "config.yaml").read_text())["loss"]
+                       ["alpha"], 12) for f in folders)
+    assert ran == sorted(round(t.params["loss.alpha"], 12) for t in trials)
+
+
 def test_a_failed_trial_is_recorded_and_the_search_goes_on(tmp_path: Path) -> None:
     """alpha sampled in [0.5, 1.5]: trials above 1 are refused by validation (failed), the
     others finish, and the best value is the best finished trial's."""
