@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -82,7 +83,12 @@ def test_failed_job_is_visible_and_a_rerun_skips_finished_jobs(tmp_path: Path) -
     good, bad = sweep / "0", sweep / "1"
 
     assert json.loads((good / "job.json").read_text())["status"] == "finished"
-    assert "using dataset.num_workers=0 instead of 1" in (good / "train.log").read_text()
+    log_text = (good / "train.log").read_text()
+    assert "using dataset.num_workers=0 instead of 1" in log_text
+    assert re.search(r"hydra/launcher=joblib: \d+ torch thread\(s\) in this job", log_text)
+    recorded = yaml.safe_load((good / ".hydra" / "config.yaml").read_text())
+    assert recorded["dataset"]["num_workers"] == 0  # what the job really used
+    assert recorded["trainer"]["progress_bar"] is False
     assert (good / "checkpoints" / "best.pt").is_file() and "val/miou" in metrics(good)["best"]
     (good_run,) = offline_runs(good)
     assert good_run.exit_code == 0

@@ -12,10 +12,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from xtask_mt.engine.checkpoint import write_json_atomic
+from xtask_mt.engine.checkpoint import write_atomic, write_json_atomic
 from xtask_mt.engine.trainer import RunDirBusyError, train
 from xtask_mt.errors import UserError
 from xtask_mt.runtime.preemption import TrainingInterrupted
@@ -56,17 +57,34 @@ def finished_summary(output_dir: Path, overrides: list[str]) -> dict[str, Any] |
     return json.loads(metrics.read_text())
 
 
-def _keep_loader_workers_out_of_joblib(cfg: DictConfig) -> None:
+def _adapt_to_joblib(cfg: DictConfig, output_dir: Path) -> None:
     """joblib runs jobs in its own worker processes, where DataLoader worker processes are
-    fragile (hangs, daemonic-process errors): load data in the job's process there."""
-    if not HydraConfig.initialized() or int(cfg.dataset.num_workers) == 0:
+    fragile (hangs, daemonic-process errors) and parallel progress bars garble the console:
+    there, load data in the job's process and leave progress to train.log, and record the
+    settings really used in the job's .hydra/config.yaml."""
+    if not HydraConfig.initialized():
         return
     target = str(HydraConfig.get().launcher.get("_target_", ""))
-    if "joblib" in target.lower():
+    if "joblib" not in target.lower():
+        return
+    log.info("hydra/launcher=joblib: %d torch thread(s) in this job (joblib caps each "
+             "worker's threads at the CPU count / n_jobs)", torch.get_num_threads())
+    changed = {}
+    if int(cfg.dataset.num_workers) != 0:
         log.warning("hydra/launcher=joblib: using dataset.num_workers=0 instead of %d (use "
                     "hydra/launcher=submitit_local for parallel jobs with loader workers)",
                     int(cfg.dataset.num_workers))
-        cfg.dataset.num_workers = 0
+        changed["dataset.num_workers"] = 0
+    if bool(cfg.trainer.get("progress_bar", True)):
+        changed["trainer.progress_bar"] = False  # parallel bars garble the console
+    for key, value in changed.items():
+        OmegaConf.update(cfg, key, value)
+    saved = output_dir / ".hydra" / "config.yaml"
+    if changed and saved.is_file():
+        recorded = OmegaConf.load(saved)
+        for key, value in changed.items():
+            OmegaConf.update(recorded, key, value)
+        write_atomic(saved, lambda f: f.write(OmegaConf.to_yaml(recorded).encode()))
 
 
 def run_training_job(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
@@ -82,7 +100,7 @@ def run_training_job(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             log.info("%s already finished (metrics.json present): skipped. Delete it or set "
                      "trainer.skip_finished=false to train again.", output_dir)
             return summary
-    _keep_loader_workers_out_of_joblib(cfg)
+    _adapt_to_joblib(cfg, output_dir)
     try:
         summary = train(cfg, output_dir)
     except RunDirBusyError:
