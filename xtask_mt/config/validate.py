@@ -24,7 +24,8 @@ from xtask_mt.tasks import edge_name, get_task, registered_tasks
 
 DATASET_CLASSES = {"synthetic": (7,), "cityscapes": (7, 19), "nyuv2": (13,)}
 METHODS = ("none", "kd4mtl")
-KEEP_POLICIES = ("auto", "all", "best_weights", "none")  # engine.retention applies them
+KEEP_POLICIES = ("auto", "all", "best_weights", "none")  # trainer.keep_checkpoints, applied by
+# engine.retention (defined here, the lower layer, so that validation can name them)
 TRACKING_MODES = ("online", "offline", "disabled")
 WANDB_ENV_MODES = (*TRACKING_MODES, "dryrun", "run")  # W&B also reads its older names
 

@@ -47,6 +47,7 @@ from xtask_mt.errors import UserError
 from xtask_mt.losses import TaskObjective
 from xtask_mt.metrics import MetricCollection
 from xtask_mt.reports import delta_m
+from xtask_mt.reports.stats import last_k_mean as mean_of_last_epochs
 from xtask_mt.runtime.host_memory import configure_host_memory
 from xtask_mt.runtime.precision import StepOptions
 from xtask_mt.sample import denormalise_image
@@ -110,11 +111,8 @@ def last_k_mean(run_dir: Path, k: int) -> dict[str, Any]:
     if k < 1 or k > len(history):
         raise EvaluationError(f"last_k={k} but {path} holds {len(history)} validated epochs; "
                               f"choose 1..{len(history)}")
-    window = history[-k:]
-    keys = [key for key in window[0]
-            if key.startswith("val/") and all(key in h for h in window)]
-    return {"k": k, "epochs": [int(h["epoch"]) for h in window], "split": SELECTION_SPLIT,
-            "metrics": {key: float(np.mean([h[key] for h in window])) for key in keys}}
+    return {"k": k, "epochs": [int(h["epoch"]) for h in history[-k:]], "split": SELECTION_SPLIT,
+            "metrics": mean_of_last_epochs(history, k)}
 
 
 @dataclass

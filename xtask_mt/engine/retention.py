@@ -15,7 +15,6 @@ from pathlib import Path
 
 from xtask_mt.engine.checkpoint import load_checkpoint, save_checkpoint
 
-KEEP_POLICIES = ("auto", "all", "best_weights", "none")
 BEST, LAST = "best.pt", "last.pt"
 WEIGHTS_ONLY = ("model", "config", "model_spec", "epoch", "wandb_run_id")
 
