@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from xtask_mt.engine.search import objective_directions
 from xtask_mt.errors import UserError
 from xtask_mt.runtime.preemption import TrainingInterrupted
 
@@ -28,6 +29,18 @@ def sqlite_file(folder: str, name: str) -> str:
 
 # for conf/hparams_search/optuna.yaml: storage: ${sqlite_file:${hydra.sweep.dir},optuna.db}
 OmegaConf.register_new_resolver("sqlite_file", sqlite_file, replace=True)
+def _objective_directions(objectives: list[str]) -> list[str]:
+    """objective_directions for the Optuna sweeper's config; a wrong objective ends the command
+    with one line (the sweeper resolves it before any job, outside exit_on_user_error)."""
+    try:
+        return objective_directions(objectives)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+# for conf/hparams_search/optuna_pareto.yaml: direction: ${objective_directions:...}
+OmegaConf.register_new_resolver("objective_directions", _objective_directions, replace=True)
 
 
 def _in_multirun() -> bool:

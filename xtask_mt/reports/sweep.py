@@ -4,7 +4,8 @@
 writes report.md (one line per job, then the jobs that differ only in trainer.seed grouped:
 mean ± standard error, n), report.csv and, when the sweep varies both loss.alpha and
 loss.gamma, heatmap_<metric>.png (a grid, mean over seeds) or, for sampled (Optuna) values,
-scatter_<metric>.png.
+scatter_<metric>.png. A multi-objective sweep (hparams_search=optuna_pareto, or
+`--pareto a,b`) adds its Pareto front to report.md and pareto_<a>_<b>.png.
 With `--table seed` it writes the seed's comparison tables of a sweeps/seed_table_*.yaml
 sweep instead (seed_table.md, seed_table.csv; see reports.seed_table).
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from xtask_mt.reports.job_dirs import find_job_dirs, natural_key
+from xtask_mt.reports.pareto import pareto_markdown, write_pareto_plot
 from xtask_mt.reports.seed_table import SeedTableError, write_seed_table
 from xtask_mt.reports.stats import last_k_mean, mean_se
 from xtask_mt.tasks import get_task, higher_is_better, registered_tasks
@@ -41,6 +43,7 @@ class JobRecord:
     alpha: float | None = None
     gamma: float | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    objectives: tuple[str, ...] = ()  # search.objectives of a multi-objective search
 
     @property
     def setting(self) -> tuple[str, ...]:
@@ -86,8 +89,11 @@ def load_job(sweep_dir: Path, job_dir: Path) -> JobRecord:
             rec.status = "finished"
     config_file = job_dir / ".hydra" / "config.yaml"
     if config_file.is_file():
-        loss = OmegaConf.load(config_file).get("loss", {})
+        config = OmegaConf.load(config_file)
+        loss = config.get("loss", {})
         rec.alpha, rec.gamma = loss.get("alpha"), loss.get("gamma")
+        rec.objectives = tuple(OmegaConf.select(config, "search.objectives", default=None)
+                               or ())
     return rec
 
 
@@ -346,21 +352,36 @@ DEFAULT_METRIC = "val/miou"
 
 def write_report(sweep_dir: Path, metric: str = DEFAULT_METRIC,
                  columns: tuple[str, ...] | None = None,
-                 out_dir: Path | None = None, last_k: int = 0) -> dict[str, Path]:
-    """Write report.md, report.csv and (if possible) the heatmap or scatter; returns their
-    paths. A metric (or column) that no job reports is refused with the known ones."""
+                 out_dir: Path | None = None, last_k: int = 0,
+                 objectives: tuple[str, ...] | None = None) -> dict[str, Path]:
+    """Write report.md, report.csv and (if possible) the heatmap or scatter, and for two or
+    more `objectives` (default: the sweep's search.objectives) the Pareto front; returns the
+    paths. A metric (or column, or objective) that no job reports is refused with the known
+    ones."""
     jobs = load_sweep(Path(sweep_dir))
+    objectives = objectives or next((r.objectives for r in jobs if r.objectives), ())
+    if len(objectives) == 1:
+        raise SweepReportError(f"--pareto {objectives[0]}: a front needs two or more metrics")
     known = known_metrics(jobs)
     if metric == DEFAULT_METRIC and metric not in known and known:
         metric = next((c for c in headline_columns(jobs)), known[0])  # e.g. a depth-only sweep
-    unknown = [m for m in (metric, *(columns or ())) if m not in known]
+    unknown = [m for m in (metric, *(columns or ()), *objectives) if m not in known]
     if known and unknown:
         raise SweepReportError(f"no job reports {', '.join(unknown)}; the jobs report: "
                                f"{', '.join(known)}")
     out_dir = Path(out_dir or sweep_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {"markdown": out_dir / "report.md", "csv": out_dir / "report.csv"}
-    written["markdown"].write_text(markdown_table(jobs, metric, columns, last_k))
+    text = markdown_table(jobs, metric, columns, last_k)
+    if objectives:
+        _, varying = varying_overrides(jobs)
+        shown = {r.job: " ".join(o for o in r.overrides if o in varying) for r in jobs}
+        text += "\n" + pareto_markdown(jobs, objectives, shown)
+        plot = out_dir / ("pareto_" + "_".join(m.replace("/", "_") for m in objectives[:2])
+                          + ".png")
+        if write_pareto_plot(jobs, objectives, plot):
+            written["pareto"] = plot
+    written["markdown"].write_text(text)
     write_csv(jobs, metric, written["csv"])
     name = metric.replace("/", "_")
     if write_heatmap(jobs, metric, out_dir / f"heatmap_{name}.png"):
@@ -387,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", default="stl",
                         help="--table seed: Delta_m against the single-task rows "
                         "<baseline>_<task> (stl: ResNet; mtan_stl: MTAN)")
+    parser.add_argument("--pareto", default="",
+                        help="comma-separated metrics (two or more): add their Pareto front "
+                        "(default: the sweep's search.objectives, if any)")
     parser.add_argument("--last-k", type=int, default=0,
                         help="compare seeds by the mean of each job's last k validated epochs "
                         "instead of its best epoch")
@@ -397,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             written = write_report(args.sweep_dir, args.metric,
                                    tuple(c for c in args.columns.split(",") if c) or None,
-                                   args.out, args.last_k)
+                                   args.out, args.last_k,
+                                   tuple(m for m in args.pareto.split(",") if m) or None)
     except (FileNotFoundError, SeedTableError, SweepReportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
