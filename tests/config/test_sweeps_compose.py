@@ -99,7 +99,8 @@ def test_optuna_search_follows_the_monitor() -> None:
     assert main.loss == cfg.loss
 
 
-@pytest.mark.parametrize("launcher", ["local_parallel", "slurm", "submitit_local", "joblib"])
+@pytest.mark.parametrize("launcher", ["local_parallel", "slurm", "submitit_local", "joblib",
+                                      "local_submitit"])
 def test_launchers_compose(launcher: str) -> None:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[f"hydra/launcher={launcher}"],
@@ -108,6 +109,9 @@ def test_launchers_compose(launcher: str) -> None:
     assert ("joblib" if launcher in ("local_parallel", "joblib") else "submitit") in target.lower()
     if launcher == "slurm":
         assert "SlurmLauncher" in target and cfg.hydra.launcher.gpus_per_node == 1
+    if launcher == "local_submitit":  # a real job outlives the plugin's 60-minute default
+        assert "LocalLauncher" in target and cfg.hydra.launcher.timeout_min >= 24 * 60
+        assert cfg.hydra.launcher.cpus_per_task >= 1
 
 
 @pytest.mark.parametrize("spec_path", WANDB_SPECS, ids=lambda p: p.name)

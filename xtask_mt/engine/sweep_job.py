@@ -87,6 +87,21 @@ def _adapt_to_joblib(cfg: DictConfig, output_dir: Path) -> None:
         write_atomic(saved, lambda f: f.write(OmegaConf.to_yaml(recorded).encode()))
 
 
+def _threads_from_launcher() -> None:
+    """A submitit launcher (submitit_local, slurm) gives each job `cpus_per_task` CPUs but
+    torch would start a thread per core of the machine: jobs that run side by side would then
+    oversubscribe it. Use that many threads."""
+    if not HydraConfig.initialized():
+        return
+    launcher = HydraConfig.get().launcher
+    cpus = launcher.get("cpus_per_task") if "submitit" in str(
+        launcher.get("_target_", "")).lower() else None
+    if cpus:
+        torch.set_num_threads(int(cpus))
+        log.info("hydra.launcher.cpus_per_task=%d: %d torch threads in this job", int(cpus),
+                 torch.get_num_threads())
+
+
 def run_training_job(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """Train unless this job already finished in `output_dir`; record the outcome in job.json.
 
@@ -101,6 +116,7 @@ def run_training_job(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
                      "trainer.skip_finished=false to train again.", output_dir)
             return summary
     _adapt_to_joblib(cfg, output_dir)
+    _threads_from_launcher()
     try:
         summary = train(cfg, output_dir)
     except RunDirBusyError:
