@@ -227,3 +227,28 @@ def test_a_stop_signal_ends_the_whole_sweep_and_a_rerun_continues_it(tmp_path: P
     assert again.returncode == 0, again.stderr[-2000:]
     assert [metrics(sweep / job)["epochs"] for job in ("0", "1")] == [3, 3]
     assert "resuming from" in (sweep / "0" / "train.log").read_text()
+
+
+def test_a_two_objective_search_and_the_report_agree_on_the_pareto_front(
+        tmp_path: Path) -> None:
+    """optuna_pareto with 4 trials: each trial returned (miou, abs_err) of its kept
+    checkpoint; Optuna's Pareto solutions are the jobs on the report's front."""
+    from xtask_mt.reports.pareto import pareto_front
+
+    sweep = tmp_path / "pareto"
+    done = run_train("-cd", "sweeps", "-cn", "optuna_pareto", *tiny_overrides(),
+                     "hydra.sweeper.n_trials=4", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    solutions = sorted(round(s["params"]["loss.alpha"], 12) for s in result["solutions"])
+    jobs = [r for r in load_sweep(sweep) if r.status == "finished"]
+    assert len(jobs) == 4 and all(r.objectives == ("val/miou", "val/abs_err") for r in jobs)
+    front = pareto_front(jobs, ("val/miou", "val/abs_err"))
+    alphas = sorted(round(yaml.safe_load((sweep / r.job / ".hydra" / "config.yaml")
+                                         .read_text())["loss"]["alpha"], 12) for r in front)
+    assert alphas == solutions
+    for solution in result["solutions"]:  # the values Optuna got are the kept checkpoint's
+        assert any(solution["values"] == pytest.approx([r.best["val/miou"],
+                                                        r.best["val/abs_err"]]) for r in front)
+    written = write_report(sweep)
+    assert "## Pareto front" in written["markdown"].read_text() and "pareto" in written
