@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from xtask_mt.config.schedules import build_lr_schedule
 from xtask_mt.data.cityscapes import Cityscapes
 from xtask_mt.data.labels import NYUV2_CLASS_NAMES
 from xtask_mt.data.nyuv2 import NYUv2
@@ -306,9 +307,8 @@ def build_optimizer(cfg: DictConfig, model: nn.Module,
 
 def build_scheduler(cfg: DictConfig,
                     optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
-    s = cfg.scheduler
-    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=int(s.step_size),
-                                           gamma=float(s.gamma))
+    """The `scheduler` group's schedule over trainer.epochs (see config.schedules)."""
+    return build_lr_schedule(cfg.scheduler, int(cfg.trainer.epochs), optimizer)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -16,6 +16,7 @@ from xtask_mt.config.build import (
     check_dataset_tasks,
     transfer_edges,
 )
+from xtask_mt.config.schedules import SCHEDULES
 from xtask_mt.errors import ConfigError
 from xtask_mt.models import ENCODER_DEPTHS, TRANSFER_ARCHS
 from xtask_mt.runtime.distributed import STRATEGIES
@@ -143,11 +144,34 @@ def _check_optimisation(problems: _Problems) -> None:
     if cfg.optimizer.name == "sgd":
         check("optimizer.momentum", _in_range(0, 1, hi_open=True), "a number in [0, 1)")
     check("optimizer.weight_decay", _in_range(0, math.inf, hi_open=True), "a number >= 0")
-    check("scheduler.step_size", _int_at_least(1), "an integer >= 1")
-    check("scheduler.gamma", _in_range(0, 1, lo_open=True), "a number in (0, 1]")
+    _check_scheduler(problems)
     if cfg.weighting.get("lr") is not None:
         check("weighting.lr", _in_range(0, math.inf, lo_open=True, hi_open=True),
               "a positive number or null")
+
+
+def _check_scheduler(problems: _Problems) -> None:
+    """The schedule's own settings, and a warm-up that leaves epochs for the schedule."""
+    cfg, check = problems.cfg, problems.check
+    if not check("scheduler.name", lambda v: v in SCHEDULES,
+                 f"one of {', '.join(SCHEDULES)} (pick scheduler={'|'.join(SCHEDULES)})"):
+        return
+    name = cfg.scheduler.name
+    if name == "step":
+        check("scheduler.step_size", _int_at_least(1), "an integer >= 1")
+        check("scheduler.gamma", _in_range(0, 1, lo_open=True), "a number in (0, 1]")
+    if name == "cosine":
+        check("scheduler.min_lr_ratio", _in_range(0, 1, hi_open=True),
+              "a number in [0, 1) (the final lr as a fraction of optimizer.lr)")
+    if name == "poly":
+        check("scheduler.power", _in_range(0, math.inf, lo_open=True, hi_open=True),
+              "a positive number (1: linear decay)")
+    if "warmup_epochs" in cfg.scheduler:  # configs saved before warm-up existed lack it
+        epochs = cfg.trainer.get("epochs")
+        check("scheduler.warmup_epochs", lambda v: _int_at_least(0)(v) and (
+            not _int_at_least(1)(epochs) or v < epochs),
+            f"an integer >= 0 and below trainer.epochs={epochs} (the schedule needs epochs "
+            "after the warm-up); lower it or raise trainer.epochs")
 
 
 def _check_trainer(problems: _Problems) -> None:

@@ -30,6 +30,7 @@ from xtask_mt.config.build import (
     resolve_device,
     seed_everything,
 )
+from xtask_mt.config.schedules import restore_lr_schedule
 from xtask_mt.config.validate import validate_config
 from xtask_mt.data.splits import TRAIN, VAL
 from xtask_mt.engine.checkpoint import (
@@ -53,6 +54,8 @@ from xtask_mt.engine.retention import (
 from xtask_mt.engine.step import TrainingParts
 from xtask_mt.errors import ConfigError, UserError
 from xtask_mt.locks import FileLock
+from xtask_mt.metrics import MetricCollection
+from xtask_mt.metrics.segmentation import segmentation_iou
 from xtask_mt.runtime.distributed import (
     DistributedContext,
     any_process,
@@ -130,6 +133,7 @@ class Run:
     val_set: Dataset
     num_classes: int
     tracker: Tracker = field(default_factory=Tracker)
+    val_metrics: MetricCollection | None = None  # the last validation's accumulator
     progress: Progress = field(default_factory=Progress)
     epochs_run: list[int] = field(default_factory=list)
     keep: str = "all"  # trainer.keep_checkpoints, resolved (see engine.retention)
@@ -291,7 +295,7 @@ def resume(run: Run) -> str | None:
             f"resume it {'without' if p.distillation else 'with'} it, or start afresh")
     p.model.load_state_dict(payload["model"])
     p.optimizer.load_state_dict(payload["optimizer"])
-    run.scheduler.load_state_dict(payload["scheduler"])
+    restore_lr_schedule(run.scheduler, payload["scheduler"])
     p.weighting.load_state_dict(payload["weighting"])
     if p.distillation is not None:
         p.distillation.loss.load_state_dict(payload["distillation"])
@@ -383,8 +387,8 @@ def train_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
 
 def _validation_figures(run: Run) -> dict[str, float]:
     p = run.parts
-    return evaluate(p.model, run.val_loader, p.objective,
-                    build_metrics(run.cfg, run.num_classes, p.options.device), p.options,
+    run.val_metrics = build_metrics(run.cfg, run.num_classes, p.options.device)
+    return evaluate(p.model, run.val_loader, p.objective, run.val_metrics, p.options,
                     progress_bar=run.progress_bar)
 
 
@@ -403,12 +407,19 @@ def validate(run: Run, epoch: int, logged: dict[str, float]) -> bool:
                                        run.parts.options.device, run.num_classes,
                                        run.tracker.sample_count)
         run.tracker.log_samples({"previews": previews, "class_names": getattr(
-            run.val_set, "class_names", None)}, step=epoch)
-    if not _is_better(value, progress.best_value, str(run.cfg.trainer.monitor_mode)):
-        return False
-    progress.best_value, progress.best_epoch = value, epoch
-    progress.best = dict(progress.final)
-    return True
+            run.val_set, "class_names", None), "unit": getattr(run.val_set, "depth_unit", "")},
+            step=epoch)
+    class_iou = segmentation_iou(run.val_metrics)
+    if class_iou is not None:
+        run.tracker.log_class_iou(list(getattr(run.val_set, "class_names", [])), class_iou,
+                                  step=epoch)
+    is_best = _is_better(value, progress.best_value, str(run.cfg.trainer.monitor_mode))
+    if is_best:
+        progress.best_value, progress.best_epoch = value, epoch
+        progress.best = dict(progress.final)
+    run.tracker.summarise([*progress.history, progress.final], progress.best,
+                          progress.best_epoch)
+    return is_best
 
 
 def finish(run: Run) -> dict[str, Any]:
