@@ -1,4 +1,5 @@
-"""Read back what W&B wrote for an offline run (its `run-<id>.wandb` record log), no network.
+"""Read back what W&B wrote for an offline run (its `run-<id>.wandb` record log and its
+`files/` folder), no network.
 
 The file is a 7-byte header then 32 KiB blocks of chunks, each `crc32 (4) | length (2) |
 type (1) | data`; a record is one FULL chunk or FIRST, MIDDLE..., LAST. Records are
@@ -25,10 +26,19 @@ class OfflineRun:
     name: str = ""
     group: str = ""
     job_type: str = ""
+    tags: list[str] = field(default_factory=list)
     config: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)  # paths saved with the run (run.save, media)
+    artifacts: list[dict] = field(default_factory=list)  # name, type, aliases, paths, metadata
     exit_code: int | None = None
+    dir: Path = Path()  # the offline-run-* folder
+
+    def table(self, row: dict, key: str) -> list[dict]:
+        """The rows of the wandb.Table logged under `key` in history `row`, as dicts."""
+        data = json.loads((self.dir / "files" / row[f"{key}/path"]).read_text())
+        return [dict(zip(data["columns"], values, strict=True)) for values in data["data"]]
 
 
 def _records(path: Path) -> list[bytes]:
@@ -71,6 +81,7 @@ def _parse(path: Path) -> OfflineRun:
             r = record.run
             run.run_id, run.name, run.group, run.job_type = (r.run_id, r.display_name,
                                                              r.run_group, r.job_type)
+            run.tags = list(r.tags)
             run.config.update({_key(i): json.loads(i.value_json) for i in r.config.update})
         elif kind == "config":
             run.config.update({_key(i): json.loads(i.value_json) for i in record.config.update})
@@ -78,6 +89,13 @@ def _parse(path: Path) -> OfflineRun:
             run.history.append({_key(i): json.loads(i.value_json) for i in record.history.item})
         elif kind == "summary":
             run.summary.update({_key(i): json.loads(i.value_json) for i in record.summary.update})
+        elif kind == "files":
+            run.files += [f.path for f in record.files.files]
+        elif kind == "artifact":
+            a = record.artifact
+            run.artifacts.append({"name": a.name, "type": a.type, "aliases": list(a.aliases),
+                                  "paths": [c.path for c in a.manifest.contents],
+                                  "metadata": json.loads(a.metadata or "{}")})
         elif kind == "exit":
             run.exit_code = record.exit.exit_code
     return run
@@ -92,6 +110,7 @@ def read_offline_run(run_dir: Path, wait_s: float = 60.0) -> OfflineRun:
     while run.exit_code is None and time.monotonic() < deadline:
         time.sleep(0.5)
         run = _parse(path)
+    run.dir = Path(run_dir)
     return run
 
 

@@ -46,15 +46,19 @@ from xtask_mt.engine.loops import evaluate
 from xtask_mt.errors import UserError
 from xtask_mt.losses import TaskObjective
 from xtask_mt.metrics import MetricCollection
+from xtask_mt.metrics.segmentation import segmentation_iou
 from xtask_mt.reports import delta_m
 from xtask_mt.reports.stats import last_k_mean as mean_of_last_epochs
 from xtask_mt.runtime.host_memory import configure_host_memory
 from xtask_mt.runtime.precision import StepOptions
 from xtask_mt.sample import denormalise_image
 from xtask_mt.tasks import get_task
+from xtask_mt.tracking.wandb_eval import log_evaluation, tracked_run_id
+from xtask_mt.tracking.wandb_run import MODES as WANDB_MODES
 from xtask_mt.viz.panels import PanelRow, iou_bar_chart, sample_panel
 
 log = logging.getLogger(__name__)
+LOGGERS = ("auto", "none")
 
 
 class EvaluationError(UserError):
@@ -227,7 +231,8 @@ class EvalOptions:
     """Where evaluate_run runs and what it adds to the metrics: `panels` sample figures, all
     predictions, the mean of the last k epochs, Delta_m against `baselines`, `latency`
     ({"warmup": n, "iters": n}) when given, and the consistency energy with its correlation
-    to each task's per-image error."""
+    to each task's per-image error. `logger`: auto logs to W&B when training did (an eval
+    run linked to the training run, in `wandb_mode`, None = as training), none never."""
 
     device: str = "auto"
     progress_bar: bool = True
@@ -237,6 +242,8 @@ class EvalOptions:
     baselines: Sequence[str | Path] = ()
     latency: dict[str, int] | None = None
     energy: bool = False
+    logger: str = "auto"
+    wandb_mode: str | None = None
 
 
 def _energy_normalisers(cfg: DictConfig, model: nn.Module, options: StepOptions,
@@ -274,6 +281,7 @@ def evaluate_run(run: str | Path | None = None, ckpt: str | Path | None = None,
         raise EvaluationError(f"split={split!r}: dataset {cfg.dataset.name} has only the "
                          f"{', '.join(splits)} splits (Cityscapes and NYUv2 ship no test split)")
     # read what the options need first, so a bad option fails before the evaluation pass
+    _check_logging(o)
     last = last_k_mean(run_dir, int(o.last_k)) if o.last_k else None
     baseline_runs = _read_baselines(split, o.baselines)
     dev = resolve_device(o.device)
@@ -306,12 +314,10 @@ def evaluate_run(run: str | Path | None = None, ckpt: str | Path | None = None,
                                 chosen_on_val=ckpt_path.name == "best.pt"),
         "metrics": {f"{split}/{k}": v for k, v in collected.figures.items()},
     }
-    per_class = [acc.per_class_iou() for acc in collected.metrics.tasks.values()
-                 if hasattr(acc, "per_class_iou")]
-    if per_class:
+    per_class = segmentation_iou(collected.metrics)
+    if per_class is not None:
         result["class_names"] = class_names  # metrics.json sorts keys; this keeps the order
-        result["per_class_iou"] = dict(zip(class_names, _none_for_nan(per_class[0]),
-                                           strict=True))
+        result["per_class_iou"] = dict(zip(class_names, _none_for_nan(per_class), strict=True))
     result["figures"] = _draw(out_dir, split, collected.samples, class_names, result)
     if o.save_predictions:
         path = out_dir / f"predictions_{split}.npz"
@@ -336,6 +342,11 @@ def evaluate_run(run: str | Path | None = None, ckpt: str | Path | None = None,
             model, int(cfg.dataset.height), int(cfg.dataset.width),
             int(cfg.dataset.batch_size), dev, int(o.latency.get("warmup", 10)),
             int(o.latency.get("iters", 50)))}
+    train_run_id = tracked_run_id(cfg, payload) if o.logger == "auto" else None
+    if train_run_id is not None:
+        tracked = log_evaluation(result, cfg, train_run_id, run_dir, out_dir, o.wandb_mode)
+        if tracked is not None:
+            result["wandb"] = tracked
     write_json_atomic(out_dir / f"metrics_{split}.json", result)  # kept when another split runs
     write_json_atomic(out_dir / "metrics.json", result)
     log.info("evaluated %s on split %s; results in %s", ckpt_path, split, out_dir)
@@ -358,6 +369,15 @@ def _draw(out_dir: Path, split: str, samples: list[dict[str, Any]],
             title=f"per-class IoU, {result['model']} on {result['dataset']} {split}")
         figures.append(str(path))
     return figures
+
+
+def _check_logging(o: EvalOptions) -> None:
+    if o.logger not in LOGGERS:
+        raise EvaluationError(f"logger={o.logger!r}: use auto (W&B when training used it) "
+                              "or none")
+    if o.wandb_mode not in (None, *WANDB_MODES):
+        raise EvaluationError(f"wandb_mode={o.wandb_mode!r}: use null (as training), "
+                              f"{', '.join(WANDB_MODES)}")
 
 
 def _read_baselines(split: str,

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from xtask_mt.metrics.collection import MetricCollection
 from xtask_mt.metrics.sums import NamedSums
 from xtask_mt.sample import IGNORE_INDEX
 
@@ -160,3 +161,12 @@ class SegmentationMetrics:
             if pixels > 0:
                 result[f"consistency_{edge}"] = float(self.sums[f"agree_{edge}"] / pixels)
         return result
+
+
+def segmentation_iou(metrics: MetricCollection) -> list[float] | None:
+    """Per-class IoU of the segmentation accumulator in `metrics` (None when the model has
+    no segmentation task), for trackers and evaluation files."""
+    for accumulator in metrics.tasks.values():
+        if isinstance(accumulator, SegmentationMetrics):
+            return accumulator.per_class_iou()
+    return None

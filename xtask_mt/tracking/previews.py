@@ -9,22 +9,25 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
 from xtask_mt.sample import denormalise_image, to_device
 from xtask_mt.tasks import get_task
+from xtask_mt.viz.colours import colour_values
 
 
 @dataclass
 class TaskPreview:
     """One task of one sample: `layers` by name (direct, an edge name, ground_truth); HxW
-    class ids (unlabelled = the sample's void id) or HxWx3 uint8 colour images."""
+    class ids (unlabelled = the sample's void id) or HxWx3 uint8 colour images. A `map`
+    has its value range (`scale`: the values at the bright and the dark end of
+    viz.colours.DEPTH_CMAP) so a tracker can show it."""
 
     kind: Literal["labels", "map", "vector"]
     layers: dict[str, np.ndarray]
+    scale: tuple[float, float] | None = None
 
 
 @dataclass
@@ -34,17 +37,6 @@ class SamplePreview:
     image: np.ndarray
     tasks: dict[str, TaskPreview]
     void_id: int
-
-
-def colour_depth(depth: np.ndarray, lo: float, hi: float,
-                 valid: np.ndarray | None = None) -> np.ndarray:
-    """HxW values -> HxWx3 uint8 RGB (low = bright), `lo`..`hi` spread over the colour map."""
-    scaled = (np.clip(depth, lo, hi) - lo) / max(hi - lo, 1e-8)
-    grey = np.round((1.0 - scaled) * 255).astype(np.uint8)
-    rgb = cv2.cvtColor(cv2.applyColorMap(grey, cv2.COLORMAP_MAGMA), cv2.COLOR_BGR2RGB)
-    if valid is not None:
-        rgb[~valid] = 0
-    return rgb
 
 
 def vector_rgb(vectors: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
@@ -74,9 +66,9 @@ def _task_preview(task: str, outputs: Mapping[str, torch.Tensor],
         layers["ground_truth"] = vector_rgb(truth, valid)
         return TaskPreview("vector", layers)
     lo, hi = (float(truth[valid].min()), float(truth[valid].max())) if valid.any() else (0., 1.)
-    layers = {name: colour_depth(m, lo, hi) for name, m in layers.items()}
-    layers["ground_truth"] = colour_depth(truth, lo, hi, valid)
-    return TaskPreview("map", layers)
+    layers = {name: colour_values(m, lo, hi) for name, m in layers.items()}
+    layers["ground_truth"] = colour_values(truth, lo, hi, valid)
+    return TaskPreview("map", layers, (lo, hi))
 
 
 def sample_previews(batch: Mapping[str, torch.Tensor], outputs: Mapping[str, torch.Tensor],

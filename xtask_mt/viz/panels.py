@@ -19,6 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from xtask_mt.viz.colours import DEPTH_CMAP, ERROR_CMAP  # noqa: E402
+
 # Colours of the official Cityscapes label table (trainIds), plus one per category (the
 # colour of its most common member class), as RGB 0..255.
 _NAMED_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -33,8 +35,6 @@ _NAMED_COLOURS: dict[str, tuple[int, int, int]] = {
     "nature": (107, 142, 35), "human": (220, 20, 60), "vehicle": (0, 0, 142),
 }
 IGNORE_COLOUR = (0, 0, 0)
-DEPTH_CMAP = "viridis_r"   # near = bright
-ERROR_CMAP = "magma"
 
 
 def palette(class_names: Sequence[str]) -> np.ndarray:
