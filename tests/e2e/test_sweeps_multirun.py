@@ -51,7 +51,8 @@ def test_alpha_gamma_grid_with_wandb_and_report(tmp_path: Path) -> None:
         assert run.exit_code == 0
         saved = OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "config.yaml"),
                                        resolve=True)
-        assert {k: v for k, v in run.config.items() if k != "_wandb"} == saved
+        assert {k: v for k, v in run.config.items() if k not in ("_wandb", "overrides")} \
+            == saved
         rows = [r for r in run.history if "val/miou" in r]
         assert [r["epoch"] for r in rows] == [1]
         assert rows[0]["val/miou"] == pytest.approx(metrics(job)["final"]["val/miou"])
@@ -59,8 +60,10 @@ def test_alpha_gamma_grid_with_wandb_and_report(tmp_path: Path) -> None:
     assert len({r.name for r in runs}) == 4
     grid = {(r.config["loss"]["alpha"], r.config["loss"]["gamma"]) for r in runs}
     assert grid == {(0, 0), (0, 0.1), (0.1, 0), (0.1, 0.1)}
-    for run in runs:
-        assert f"loss.alpha={run.config['loss']['alpha']}" in run.name
+    for run in runs:  # named by the keys the sweep varies, the full overrides in the config
+        assert run.name == (f"alpha={run.config['loss']['alpha']},"
+                            f"gamma={run.config['loss']['gamma']}")
+        assert f"loss.alpha={run.config['loss']['alpha']}" in run.config["overrides"]
 
     written = write_report(sweep)
     records = {r.job: r for r in load_sweep(sweep)}

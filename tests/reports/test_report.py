@@ -185,3 +185,12 @@ def test_a_sweep_without_segmentation_is_sorted_by_its_own_headline_metric(tmp_p
                                                   "final": {"val/abs_err": 0.3}}))
     text = write_report(tmp_path)["markdown"].read_text()
     assert text.startswith("Sorted by best val/abs_err (lower is better)")
+
+
+def test_the_hydra_files_w_and_b_keeps_of_a_job_are_no_job(sweep: Path) -> None:
+    copy = sweep / "0" / "wandb" / "offline-run-1-abc" / "files" / ".hydra"
+    copy.mkdir(parents=True)
+    (copy / "overrides.yaml").write_text((sweep / "0" / ".hydra" / "overrides.yaml")
+                                         .read_text())
+    assert sorted(r.job for r in load_sweep(sweep)) == sorted(
+        p.name for p in sweep.iterdir() if (p / ".hydra").is_dir())
