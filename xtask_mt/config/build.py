@@ -63,8 +63,9 @@ def check_dataset_tasks(cfg: DictConfig) -> None:
                               "a dataset that has it")
 
 
-def build_dataset(cfg: DictConfig, split: str) -> Dataset:
-    """Dataset of `split` ('train', 'val', or 'test' where `dataset_splits` lists it)."""
+def build_dataset(cfg: DictConfig, split: str, augment: bool = True) -> Dataset:
+    """Dataset of `split` ('train', 'val', or 'test' where `dataset_splits` lists it);
+    `augment=False` turns the training split's augmentation off (trainer.overfit_batches)."""
     d = cfg.dataset
     tasks = tuple(cfg.model.tasks)
     check_dataset_tasks(cfg)
@@ -73,18 +74,19 @@ def build_dataset(cfg: DictConfig, split: str) -> Dataset:
         return SyntheticScenes(split, size=size, height=d.height, width=d.width, seed=d.seed,
                                normals="normal" in tasks)
     if d.name in ("cityscapes", "nyuv2"):
-        return _build_file_dataset(d, split, tasks)
+        return _build_file_dataset(d, split, tasks, augment)
     raise ValueError(f"unknown dataset {d.name!r}")
 
 
-def _build_file_dataset(d: DictConfig, split: str, tasks: tuple[str, ...]) -> Dataset:
+def _build_file_dataset(d: DictConfig, split: str, tasks: tuple[str, ...],
+                        augment: bool) -> Dataset:
     """Cityscapes or NYUv2, cached unless `dataset.cache=false`, augmented in training."""
     root = Path(d.root)
     cache_dir = (Path(d.cache_dir) if d.get("cache_dir") else root / "prepared") if d.cache \
         else None
     kind = Cityscapes if d.name == "cityscapes" else NYUv2
     transform = None
-    if split == "train" and d.augment.enabled:
+    if split == "train" and augment and d.augment.enabled:
         scaling = depth_scaling_for(kind.depth_target, bool(d.augment.legacy_depth_scaling))
         rules: dict[str, FieldRule] = {}
         for task in tasks:
@@ -109,8 +111,11 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def build_loader(cfg: DictConfig, dataset: Dataset, train: bool, rank: int = 0,
-                 world_size: int = 1, pin_memory: bool = False) -> DataLoader:
+                 world_size: int = 1, pin_memory: bool = False,
+                 shuffle: bool = True) -> DataLoader:
     """DataLoader with seeded shuffling; the last partial batch is dropped in training only.
+    `shuffle=False` gives training the same batches in the same order every epoch
+    (trainer.overfit_batches).
 
     `dataset.batch_size` is per process. Training shuffles with a permutation seeded by
     trainer.seed + epoch (call `loader.sampler.set_epoch(epoch)`) that is dealt out to the
@@ -122,7 +127,7 @@ def build_loader(cfg: DictConfig, dataset: Dataset, train: bool, rank: int = 0,
     generator.manual_seed(int(cfg.trainer.seed))
     sampler: Sampler[int]
     if train:
-        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle,
                                      seed=int(cfg.trainer.seed), drop_last=world_size > 1)
     else:
         sampler = ShardSampler(len(dataset), rank, world_size)

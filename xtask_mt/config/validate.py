@@ -14,9 +14,11 @@ from xtask_mt.config.build import (
     ARCHITECTURES,
     build_weighting,
     check_dataset_tasks,
+    dataset_splits,
     transfer_edges,
 )
 from xtask_mt.config.schedules import SCHEDULES
+from xtask_mt.data.splits import TEST
 from xtask_mt.errors import ConfigError
 from xtask_mt.models import ENCODER_DEPTHS, TRANSFER_ARCHS
 from xtask_mt.runtime.distributed import STRATEGIES
@@ -195,6 +197,38 @@ def _check_trainer(problems: _Problems) -> None:
           f"one of {', '.join(KEEP_POLICIES)} (what a finished job keeps of its checkpoints)")
     check("trainer.resume", lambda v: isinstance(v, str | bool) and v is not True,
           "auto, false, or the path of a checkpoint file")
+    _check_debug_and_extras(problems)
+
+
+def _batch_limit(v: Any) -> bool:
+    """A count (int >= 1) or a fraction (float in (0, 1])."""
+    if isinstance(v, float):
+        return _in_range(0, 1, lo_open=True)(v)
+    return _int_at_least(1)(v)
+
+
+def _check_debug_and_extras(problems: _Problems) -> None:
+    """Batch limits, overfitting, early stopping, the test after training, profiling,
+    tags and extras."""
+    cfg, check = problems.cfg, problems.check
+    for key in ("trainer.limit_train_batches", "trainer.limit_val_batches"):
+        check(key, _batch_limit, "a fraction of the batches in (0.0, 1.0] (a float: 1.0 is "
+              "all) or a batch count >= 1 (an int)")
+    check("trainer.overfit_batches", _int_at_least(0), "an integer >= 0 (0: off)")
+    check("trainer.early_stopping.patience", _int_at_least(0),
+          "an integer >= 0 (validations without improvement; 0: off)")
+    check("trainer.early_stopping.min_delta", _in_range(0, math.inf, hi_open=True),
+          "a number >= 0")
+    for key in ("trainer.test_after_training", "trainer.profile", "extras.print_config"):
+        check(key, lambda v: isinstance(v, bool), "true or false")
+    check("tags", lambda v: OmegaConf.is_list(v) and all(isinstance(x, str) and x for x in v),
+          "a list of non-empty strings, e.g. 'tags=[baseline,cityscapes]'")
+    splits = dataset_splits(cfg)
+    if cfg.trainer.get("test_after_training") is True and TEST not in splits:
+        problems.found.append(
+            f"trainer.test_after_training=true but dataset={cfg.dataset.name} has only the "
+            f"{', '.join(splits)} splits (Cityscapes and NYUv2 ship no labelled test split); "
+            "set trainer.test_after_training=false, or evaluate the val split with evaluate.py")
 
 
 def _check_method(problems: _Problems) -> None:

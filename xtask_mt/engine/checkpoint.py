@@ -165,16 +165,17 @@ def check_model_spec(path: Path, saved: dict[str, Any], current: dict[str, Any])
                               f"settings: {'; '.join(diffs)}")
 
 
-# Settings that may differ between a checkpoint and the job resuming it: how long to train,
-# where and how the job runs and is watched, where the data lies. Everything else changes
-# what the resumed job computes.
+# Settings that may differ between a checkpoint and the job resuming it: how long to train
+# (and when to stop early), where and how the job runs and is watched, where the data lies.
+# Everything else changes what the resumed job computes.
 RESUME_SAFE_KEYS = ("trainer.epochs", "trainer.resume", "trainer.progress_bar",
                     "trainer.skip_finished", "trainer.device", "trainer.val_every",
                     "trainer.val_at_start", "trainer.grad_stats_every", "trainer.compile",
                     "trainer.compile_backend", "trainer.retain_host_memory",
-                    "trainer.strategy", "trainer.keep_checkpoints", "logger", "dataset.root",
+                    "trainer.strategy", "trainer.keep_checkpoints", "trainer.early_stopping",
+                    "trainer.test_after_training", "trainer.profile", "logger", "dataset.root",
                     "dataset.num_workers", "dataset.cache", "dataset.cache_dir",
-                    "dataset.prepared_dir")
+                    "dataset.prepared_dir", "paths", "tags", "extras")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -66,7 +66,8 @@ class EpochSettings:
     drawn but not trained on (resuming inside an epoch); `stop_requested` is polled after
     every step, and when it turns true (on any process) the epoch ends early. `resumed`
     holds the running sums of the skipped steps (EpochResult.partial of the stopped run),
-    given to one process only, so the epoch's means cover all of its steps."""
+    given to one process only, so the epoch's means cover all of its steps. `max_steps`
+    ends the epoch after that many batches (trainer.limit_train_batches)."""
 
     description: str = "train"
     first_step: int = 0
@@ -75,6 +76,7 @@ class EpochSettings:
     progress_bar: bool = True
     stop_requested: Callable[[], bool] = lambda: False
     resumed: dict[str, dict[str, float]] | None = None
+    max_steps: int | None = None
 
 
 @dataclass
@@ -102,11 +104,13 @@ def train_one_epoch(parts: TrainingParts, loader: Iterable,
     averages = _Averages()
     if s.resumed:
         averages.restore(s.resumed, parts.options.device)
-    if s.skip_steps and s.skip_steps >= len(loader):  # stopped after the epoch's last step
+    total = len(loader) if s.max_steps is None else min(len(loader), s.max_steps)
+    if s.skip_steps and s.skip_steps >= total:  # stopped after the epoch's last step
         return EpochResult(averages.result(), s.skip_steps)
     skipped = steps_done = 0
-    with tqdm(loader, desc=s.description, leave=False, disable=not s.progress_bar,
-              dynamic_ncols=True) as bar:  # closed before any error line is printed
+    # the bar is closed before any error line is printed
+    with tqdm(loader, desc=s.description, total=total, leave=False,
+              disable=not s.progress_bar, dynamic_ncols=True) as bar:
         for i, batch in enumerate(bar):
             steps_done = i + 1
             if i < s.skip_steps:
@@ -127,6 +131,8 @@ def train_one_epoch(parts: TrainingParts, loader: Iterable,
                 partial = averages.state()
                 return EpochResult(_means(partial), steps_done, skipped, stopped=True,
                                    partial=partial)
+            if steps_done == total:
+                break
     return EpochResult(averages.result(), steps_done, skipped)
 
 
@@ -135,8 +141,9 @@ def evaluate(model: nn.Module, loader: Iterable, objective: TaskObjective,
              metrics: MetricCollection, options: StepOptions, description: str = "val",
              progress_bar: bool = True,
              on_batch: Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor]], None]
-             | None = None) -> dict[str, float]:
-    """Metrics over the whole loader plus the mean loss terms (`loss_*`).
+             | None = None, max_batches: int | None = None) -> dict[str, float]:
+    """Metrics over the whole loader (its first `max_batches` batches when given) plus the
+    mean loss terms (`loss_*`).
 
     `metrics` is a fresh accumulator, which may be read further afterwards (per-class IoU);
     `on_batch(batch, outputs)` sees each batch, e.g. to keep predictions or samples.
@@ -145,9 +152,10 @@ def evaluate(model: nn.Module, loader: Iterable, objective: TaskObjective,
     """
     model.eval()
     averages = _Averages()
-    with tqdm(loader, desc=description, leave=False, disable=not progress_bar,
+    total = len(loader) if max_batches is None else min(len(loader), max_batches)
+    with tqdm(loader, desc=description, total=total, leave=False, disable=not progress_bar,
               dynamic_ncols=True) as bar:
-        for batch in bar:
+        for i, batch in enumerate(bar):
             batch = to_device(batch, options.device)
             with options.autocast():
                 out = model(options.image(batch["image"]))
@@ -155,5 +163,7 @@ def evaluate(model: nn.Module, loader: Iterable, objective: TaskObjective,
             averages.add({f"loss_{k}": v for k, v in objective(out, batch).terms.items()})
             if on_batch is not None:
                 on_batch(batch, out)
+            if i + 1 == total:
+                break
     all_reduce_sum_(metrics.state_tensors())
     return {**metrics.compute(), **averages.result()}

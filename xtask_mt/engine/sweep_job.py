@@ -1,8 +1,8 @@
 """One training job as a sweep sees it: skipped when already finished, its outcome recorded.
 
 Each job dir gets `job.json` ({"status": "finished" | "failed" | "interrupted", "overrides",
-"error"}) so a sweep report can tell failed jobs from finished ones, and a re-run of the same
-sweep (same `hydra.sweep.dir`) skips the jobs that already wrote `metrics.json`.
+"tags", "error"}) so a sweep report can tell failed jobs from finished ones, and a re-run of
+the same sweep (same `hydra.sweep.dir`) skips the jobs that already wrote `metrics.json`.
 """
 
 from __future__ import annotations
@@ -109,6 +109,7 @@ def run_training_job(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """
     output_dir = Path(output_dir)
     overrides = job_overrides()
+    tags = [str(tag) for tag in cfg.get("tags") or []]
     if cfg.trainer.get("skip_finished", True):
         summary = finished_summary(output_dir, overrides)
         if summary is not None:
@@ -126,8 +127,9 @@ def run_training_job(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         interrupted = isinstance(exc, KeyboardInterrupt | TrainingInterrupted)
         status = "interrupted" if interrupted else "failed"
         write_json_atomic(output_dir / STATUS_FILE, {
-            "status": status, "overrides": overrides,
+            "status": status, "overrides": overrides, "tags": tags,
             "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:500]})
         raise
-    write_json_atomic(output_dir / STATUS_FILE, {"status": "finished", "overrides": overrides})
+    write_json_atomic(output_dir / STATUS_FILE, {"status": "finished", "overrides": overrides,
+                                                 "tags": tags})
     return summary

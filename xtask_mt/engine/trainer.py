@@ -31,8 +31,10 @@ from xtask_mt.config.build import (
     seed_everything,
 )
 from xtask_mt.config.schedules import restore_lr_schedule
+from xtask_mt.config.tree import TREE_FILE, config_tree
 from xtask_mt.config.validate import validate_config
 from xtask_mt.data.splits import TRAIN, VAL
+from xtask_mt.engine.batch_limits import train_batches, val_batches
 from xtask_mt.engine.checkpoint import (
     CheckpointError,
     check_model_spec,
@@ -45,12 +47,11 @@ from xtask_mt.engine.checkpoint import (
     write_json_atomic,
 )
 from xtask_mt.engine.distillation import build_distillation
+from xtask_mt.engine.early_stopping import EarlyStopping
+from xtask_mt.engine.final_test import checkpoints_for_epoch, test_best_checkpoint
 from xtask_mt.engine.loops import EpochSettings, evaluate, train_one_epoch
-from xtask_mt.engine.retention import (
-    checkpoints_to_write,
-    prune_finished,
-    resolve_keep_policy,
-)
+from xtask_mt.engine.profiling import profiled
+from xtask_mt.engine.retention import prune_finished, resolve_keep_policy
 from xtask_mt.engine.step import TrainingParts
 from xtask_mt.errors import ConfigError, UserError
 from xtask_mt.locks import FileLock
@@ -92,6 +93,7 @@ class Progress:
     history: list[dict[str, Any]] = field(default_factory=list)
     skipped_nonfinite: int = 0
     partial_epoch: dict[str, dict[str, float]] = field(default_factory=dict)  # running sums
+    stale_validations: int = 0     # validations in a row without improvement (early stopping)
 
 
 def _is_better(value: float, best: float | None, mode: str) -> bool:
@@ -139,6 +141,7 @@ class Run:
     keep: str = "all"  # trainer.keep_checkpoints, resolved (see engine.retention)
     initial: dict[str, float] = field(default_factory=dict)
     train_stats: dict[str, float] = field(default_factory=dict)
+    test: dict[str, float] = field(default_factory=dict)  # trainer.test_after_training
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -211,6 +214,8 @@ def _restore_job_config(saved: dict[Path, bytes]) -> None:
 
 def _train_holding_the_folder(cfg: DictConfig, output_dir: Path, ctx: DistributedContext
                               ) -> dict[str, Any]:
+    if ctx.is_main and OmegaConf.select(cfg, "extras.print_config", default=False):
+        _show_config_tree(cfg, output_dir)
     run = setup(cfg, output_dir, ctx)
     run_id = resume(run)
     run.tracker = build_tracker(cfg, output_dir, resume_id=run_id) if ctx.is_main else Tracker()
@@ -221,13 +226,33 @@ def _train_holding_the_folder(cfg: DictConfig, output_dir: Path, ctx: Distribute
             run.initial = {f"val/{k}": v for k, v in _validation_figures(run).items()}
             run.tracker.log(run.initial, step=0)
             log.info("untrained model  %s", _format(run.initial, cfg.model.tasks))
-        with StopRequest() as stop:
+        early_stopping = EarlyStopping.from_config(t)
+        with StopRequest() as stop, profiled(bool(t.get("profile", False)) and ctx.is_main,
+                                             output_dir, ctx.device):
             for epoch in range(run.progress.epoch + 1, int(t.epochs) + 1):
+                if early_stopping.should_stop(run.progress.stale_validations):
+                    log.info("stopping early after epoch %d: %s", run.progress.epoch,
+                             early_stopping.reason(str(t.monitor),
+                                                   run.progress.stale_validations))
+                    break
                 train_epoch(run, epoch, stop)
+        if bool(t.get("test_after_training", False)):
+            test_epoch, run.test = test_best_checkpoint(cfg, run.parts, run.num_classes,
+                                                        run.checkpoint_dir, ctx, run.progress_bar)
+            run.tracker.log(run.test, step=run.progress.epoch)
+            log.info("test split, weights of epoch %d  %s", test_epoch,
+                     _format(run.test, cfg.model.tasks, prefix="test"))
         exit_code = 0
     finally:
         run.tracker.finish(exit_code)
     return finish(run)
+
+
+def _show_config_tree(cfg: DictConfig, output_dir: Path) -> None:
+    """Log the resolved config as a tree and keep it as config_tree.txt (extras.print_config)."""
+    tree = config_tree(cfg)
+    write_atomic(output_dir / TREE_FILE, lambda f: f.write(tree.encode()))
+    log.info("composed config (kept in %s):\n%s", output_dir / TREE_FILE, tree)
 
 
 def setup(cfg: DictConfig, output_dir: Path, ctx: DistributedContext) -> Run:
@@ -241,9 +266,12 @@ def setup(cfg: DictConfig, output_dir: Path, ctx: DistributedContext) -> Run:
         logging.getLogger("xtask_mt").setLevel(logging.WARNING)
     configure_host_memory(device, t)
 
-    train_set, val_set = build_dataset(cfg, TRAIN), build_dataset(cfg, VAL)
+    overfit = int(t.get("overfit_batches", 0)) > 0  # validates on the same train batches
+    train_set = build_dataset(cfg, TRAIN, augment=not overfit)
+    val_set = train_set if overfit else build_dataset(cfg, VAL)
     pin = device.type == "cuda"
-    train_loader = build_loader(cfg, train_set, True, ctx.rank, ctx.world_size, pin)
+    train_loader = build_loader(cfg, train_set, True, ctx.rank, ctx.world_size, pin,
+                                shuffle=not overfit)
     val_loader = build_loader(cfg, val_set, False, ctx.rank, ctx.world_size, pin)
     num_classes = train_set.num_classes
     model = build_model(cfg, num_classes).to(device)
@@ -337,7 +365,7 @@ def train_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
     """Train epoch `epoch`, validate when due, log, checkpoint; raise TrainingInterrupted
     (after writing last.pt) when a stop signal came."""
     t, p, progress = run.cfg.trainer, run.parts, run.progress
-    epochs, steps = int(t.epochs), len(run.train_loader)
+    epochs, steps = int(t.epochs), train_batches(t, len(run.train_loader))
     start = time.perf_counter()
     # Randomness is a function of (seed, epoch): a resumed epoch replays the same shuffling
     # and augmentation as an uninterrupted run.
@@ -349,7 +377,7 @@ def train_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
         description=f"epoch {epoch}/{epochs}", first_step=(epoch - 1) * steps,
         skip_steps=progress.step_in_epoch, skip_nonfinite=bool(t.skip_nonfinite),
         progress_bar=run.progress_bar, stop_requested=lambda: stop.requested,
-        resumed=progress.partial_epoch if run.ctx.is_main else None))
+        resumed=progress.partial_epoch if run.ctx.is_main else None, max_steps=steps))
     progress.skipped_nonfinite += result.skipped_nonfinite
     if result.stopped:  # even after the epoch's last step: validation waits for the resume
         progress.step_in_epoch = result.steps_done
@@ -368,7 +396,11 @@ def train_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
     logged["train/lr"] = lr
     logged["train/skipped_nonfinite"] = float(progress.skipped_nonfinite)
     validated = epoch % int(t.val_every) == 0 or epoch == epochs
+    best_before = progress.best_value
     is_best = validate(run, epoch, logged) if validated else False
+    if validated:
+        progress.stale_validations = EarlyStopping.from_config(t).stale_count(
+            progress.stale_validations, progress.final[str(t.monitor)], best_before)
     logged["epoch_time_s"] = time.perf_counter() - start
     if validated:
         progress.history.append(
@@ -379,7 +411,8 @@ def train_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
     run.tracker.log(logged, step=epoch)
     # last.pt, which says where training stands, is written last: a kill while best.pt is
     # written leaves last.pt at the previous epoch, which the resumed job trains again
-    save(run, checkpoints_to_write(run.keep, is_best))
+    testing = bool(t.get("test_after_training", False))
+    save(run, checkpoints_for_epoch(run.keep, is_best, testing))
     log.info("epoch %d/%d  %s", epoch, epochs, _format(logged, run.cfg.model.tasks))
     if any_process(stop.requested):
         raise _interrupted(run, stop.signum, f"after epoch {epoch}")
@@ -389,7 +422,8 @@ def _validation_figures(run: Run) -> dict[str, float]:
     p = run.parts
     run.val_metrics = build_metrics(run.cfg, run.num_classes, p.options.device)
     return evaluate(p.model, run.val_loader, p.objective, run.val_metrics, p.options,
-                    progress_bar=run.progress_bar)
+                    progress_bar=run.progress_bar,
+                    max_batches=val_batches(run.cfg.trainer, len(run.val_loader)))
 
 
 def validate(run: Run, epoch: int, logged: dict[str, float]) -> bool:
@@ -431,6 +465,12 @@ def finish(run: Run) -> dict[str, Any]:
                "epochs_run": run.epochs_run, "skipped_nonfinite": progress.skipped_nonfinite}
     if run.initial:
         summary["initial"] = run.initial
+    if EarlyStopping.from_config(t).should_stop(progress.stale_validations) \
+            and progress.epoch < int(t.epochs):
+        summary["stopped_early"] = progress.epoch
+    if run.test:
+        summary["test"] = run.test
+    summary["tags"] = list(run.cfg.get("tags") or [])
     if run.ctx.is_main:
         write_json_atomic(run.output_dir / "metrics.json", summary)
         for done in prune_finished(run.checkpoint_dir, run.keep):
@@ -441,8 +481,8 @@ def finish(run: Run) -> dict[str, Any]:
     return summary
 
 
-def _format(values: dict[str, float], tasks: Any) -> str:
-    """A log line: the total loss and the headline validation metrics of `tasks`."""
-    keys = ["train/total"] + [f"val/{name}" for task in tasks
+def _format(values: dict[str, float], tasks: Any, prefix: str = "val") -> str:
+    """A log line: the total loss and the headline `prefix` (val, test) metrics of `tasks`."""
+    keys = ["train/total"] + [f"{prefix}/{name}" for task in tasks
                               for name in get_task(task).headline_metrics]
     return "  ".join(f"{k}={values[k]:.4f}" for k in keys if k in values)
