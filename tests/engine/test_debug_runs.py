@@ -112,7 +112,6 @@ def test_overfit_trains_on_the_same_batches_and_the_loss_falls(tmp_path, batches
     assert val[-1] < val[0]
 
 
-@pytest.mark.slow
 def test_profile_writes_the_key_averages_table_and_a_trace(tmp_path, caplog):
     cfg = compose_config(TINY + ["debug=profile", "trainer.limit_train_batches=1",
                                  "trainer.progress_bar=false"])
