@@ -40,6 +40,7 @@ REFUSED = [
     ("optimizer=sgd optimizer.momentum=-1", "optimizer.momentum", "[0, 1)"),
     ("model.decoder_width=0", "model.decoder_width", ">= 1"),
     ("logger=wandb logger.mode=bogus", "logger.mode", "online, offline, disabled"),
+    ("logger=wandb logger.log_checkpoints=sometimes", "logger.log_checkpoints", "true or false"),
     ("weighting.weights={seg:-1}", "weighting", "finite numbers >= 0"),
     ("weighting.weights={seg:nan}", "weighting", "finite numbers >= 0"),
     ("trainer.monitor=val/bogus", "trainer.monitor", "val/abs_err"),

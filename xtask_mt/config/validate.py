@@ -126,6 +126,7 @@ def _check_values(problems: _Problems) -> None:
     _check_trainer(problems)
     if cfg.logger.get("name") == "wandb":
         check("logger.mode", lambda v: v in TRACKING_MODES, f"one of {', '.join(TRACKING_MODES)}")
+        check("logger.log_checkpoints", lambda v: isinstance(v, bool), "true or false")
         env_mode = os.environ.get("WANDB_MODE")
         if env_mode and env_mode not in WANDB_ENV_MODES:
             problems.found.append(f"invalid environment variable WANDB_MODE={env_mode!r}: "
