@@ -18,7 +18,7 @@ def main(cfg: DictConfig) -> None:
             save_predictions=bool(cfg.save_predictions), last_k=int(cfg.last_k),
             baselines=list(cfg.baselines),
             latency=OmegaConf.to_container(cfg.latency) if cfg.measure_latency else None,
-            energy=bool(cfg.energy), logger=str(cfg.logger),
+            energy=bool(cfg.energy), wandb=str(cfg.wandb),
             wandb_mode=OmegaConf.select(cfg, "wandb_mode", default=None)))
     print(format_report(result))
 

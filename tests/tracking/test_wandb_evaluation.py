@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -96,11 +97,37 @@ def test_wandb_failing_never_fails_the_evaluation(tracked_run, monkeypatch, capl
     assert "W&B logging of the evaluation failed (ConnectionError" in caplog.text
 
 
-def test_logger_none_logs_nothing_and_a_bad_option_is_refused(tracked_run) -> None:
+def test_wandb_none_logs_nothing_and_a_bad_option_is_refused(tracked_run) -> None:
     before = _eval_runs(tracked_run)
-    result = evaluate_run(tracked_run, options=EvalOptions(**OPTIONS, logger="none"))
+    result = evaluate_run(tracked_run, options=EvalOptions(**OPTIONS, wandb="none"))
     assert "wandb" not in result and _eval_runs(tracked_run) == before
-    with pytest.raises(EvaluationError, match="logger='wandb': use auto"):
-        evaluate_run(tracked_run, options=EvalOptions(**OPTIONS, logger="wandb"))
+    with pytest.raises(EvaluationError, match="wandb=.wandb.: use auto"):
+        evaluate_run(tracked_run, options=EvalOptions(**OPTIONS, wandb="wandb"))
     with pytest.raises(EvaluationError, match="wandb_mode='ofline'"):
         evaluate_run(tracked_run, options=EvalOptions(**OPTIONS, wandb_mode="ofline"))
+    result = evaluate_run(tracked_run, options=EvalOptions(**OPTIONS, wandb_mode="dryrun"))
+    assert result["wandb"]["mode"] == "offline"  # W&B's older name, as resolve_mode reads it
+
+
+def test_results_are_on_disk_before_wandb_logging_starts(tracked_run, monkeypatch) -> None:
+    """A job killed while W&B waits (init, uploads) still leaves its results."""
+    from xtask_mt.engine import evaluate_run as module
+
+    (tracked_run / "eval" / "metrics_val.json").unlink(missing_ok=True)
+    seen = []
+
+    def slow_wandb(result, cfg, train_run_id, job_dir, out_dir, mode):
+        seen.append(json.loads((out_dir / "metrics_val.json").read_text()))
+        return {"run_id": "eval1", "train_run_id": train_run_id, "mode": "offline"}
+
+    monkeypatch.setattr(module, "log_evaluation", slow_wandb)
+    evaluate_run(tracked_run, options=EvalOptions(**OPTIONS))
+    assert "metrics" in seen[0] and "wandb" not in seen[0]
+    written = json.loads((tracked_run / "eval" / "metrics.json").read_text())
+    assert written["wandb"]["run_id"] == "eval1"
+
+
+def test_finish_timeout_of_an_older_config_is_the_documented_default() -> None:
+    from xtask_mt.tracking.wandb_run import wandb_settings
+
+    assert wandb_settings(OmegaConf.create({})).finish_timeout == 300

@@ -54,11 +54,11 @@ from xtask_mt.runtime.precision import StepOptions
 from xtask_mt.sample import denormalise_image
 from xtask_mt.tasks import get_task
 from xtask_mt.tracking.wandb_eval import log_evaluation, tracked_run_id
-from xtask_mt.tracking.wandb_run import MODES as WANDB_MODES
+from xtask_mt.tracking.wandb_run import ACCEPTED_MODES as WANDB_MODES
 from xtask_mt.viz.panels import PanelRow, iou_bar_chart, sample_panel
 
 log = logging.getLogger(__name__)
-LOGGERS = ("auto", "none")
+WANDB_CHOICES = ("auto", "none")  # evaluate.py's `wandb` (not `logger`: train.py's group)
 
 
 class EvaluationError(UserError):
@@ -231,7 +231,7 @@ class EvalOptions:
     """Where evaluate_run runs and what it adds to the metrics: `panels` sample figures, all
     predictions, the mean of the last k epochs, Delta_m against `baselines`, `latency`
     ({"warmup": n, "iters": n}) when given, and the consistency energy with its correlation
-    to each task's per-image error. `logger`: auto logs to W&B when training did (an eval
+    to each task's per-image error. `wandb`: auto logs to W&B when training did (an eval
     run linked to the training run, in `wandb_mode`, None = as training), none never."""
 
     device: str = "auto"
@@ -242,7 +242,7 @@ class EvalOptions:
     baselines: Sequence[str | Path] = ()
     latency: dict[str, int] | None = None
     energy: bool = False
-    logger: str = "auto"
+    wandb: str = "auto"
     wandb_mode: str | None = None
 
 
@@ -342,15 +342,21 @@ def evaluate_run(run: str | Path | None = None, ckpt: str | Path | None = None,
             model, int(cfg.dataset.height), int(cfg.dataset.width),
             int(cfg.dataset.batch_size), dev, int(o.latency.get("warmup", 10)),
             int(o.latency.get("iters", 50)))}
-    train_run_id = tracked_run_id(cfg, payload) if o.logger == "auto" else None
+    _write_results(out_dir, split, result)  # before W&B, which may wait minutes
+    train_run_id = tracked_run_id(cfg, payload) if o.wandb == "auto" else None
     if train_run_id is not None:
         tracked = log_evaluation(result, cfg, train_run_id, run_dir, out_dir, o.wandb_mode)
         if tracked is not None:
             result["wandb"] = tracked
-    write_json_atomic(out_dir / f"metrics_{split}.json", result)  # kept when another split runs
-    write_json_atomic(out_dir / "metrics.json", result)
+            _write_results(out_dir, split, result)
     log.info("evaluated %s on split %s; results in %s", ckpt_path, split, out_dir)
     return result
+
+
+def _write_results(out_dir: Path, split: str, result: dict[str, Any]) -> None:
+    """metrics_<split>.json (kept when another split runs) and metrics.json (the latest)."""
+    write_json_atomic(out_dir / f"metrics_{split}.json", result)
+    write_json_atomic(out_dir / "metrics.json", result)
 
 
 def _draw(out_dir: Path, split: str, samples: list[dict[str, Any]],
@@ -372,8 +378,8 @@ def _draw(out_dir: Path, split: str, samples: list[dict[str, Any]],
 
 
 def _check_logging(o: EvalOptions) -> None:
-    if o.logger not in LOGGERS:
-        raise EvaluationError(f"logger={o.logger!r}: use auto (W&B when training used it) "
+    if o.wandb not in WANDB_CHOICES:
+        raise EvaluationError(f"wandb={o.wandb!r}: use auto (W&B when training used it) "
                               "or none")
     if o.wandb_mode not in (None, *WANDB_MODES):
         raise EvaluationError(f"wandb_mode={o.wandb_mode!r}: use null (as training), "

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("online", "offline", "disabled")
 _MODE_ALIASES = {"dryrun": "offline", "run": "online"}  # older WANDB_MODE values
+ACCEPTED_MODES = (*MODES, *_MODE_ALIASES)  # what resolve_mode takes
 _UNREACHABLE = ".wandb_unreachable"  # in a sweep dir: a job of the sweep could not reach W&B
 RUN_RECORD = "tracked_run.json"  # in <job dir>/wandb/: the run's id, name, group, project
 CLASS_IOU_KEY = "val/per_class_iou"
@@ -236,7 +237,7 @@ def wandb_settings(lg: DictConfig) -> Any:
     import wandb
 
     return wandb.Settings(init_timeout=float(lg.get("init_timeout", 60)),
-                          finish_timeout=float(lg.get("finish_timeout", 0)))
+                          finish_timeout=float(lg.get("finish_timeout", 300)))
 
 
 def _record_run(output_dir: Path, record: dict[str, Any]) -> None:
