@@ -219,6 +219,8 @@ def _train_holding_the_folder(cfg: DictConfig, output_dir: Path, ctx: Distribute
     run = setup(cfg, output_dir, ctx)
     run_id = resume(run)
     run.tracker = build_tracker(cfg, output_dir, resume_id=run_id) if ctx.is_main else Tracker()
+    if run.progress.history:  # resumed: the summary and the artifact's best epoch carry on
+        run.tracker.summarise(run.progress.history, run.progress.best, run.progress.best_epoch)
     exit_code = 1
     try:
         t = cfg.trainer
@@ -362,7 +364,7 @@ def _interrupted(run: Run, signum: int | None, where: str) -> TrainingInterrupte
 
 
 def train_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
-    """Train epoch `epoch`, validate when due, log, checkpoint; raise TrainingInterrupted
+    """Train epoch `epoch`, validate when due, checkpoint, log; raise TrainingInterrupted
     (after writing last.pt) when a stop signal came."""
     t, p, progress = run.cfg.trainer, run.parts, run.progress
     epochs, steps = int(t.epochs), train_batches(t, len(run.train_loader))
@@ -408,11 +410,11 @@ def train_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
              **{k: v for k, v in logged.items() if k.startswith(("train/", "val/"))}})
     progress.epoch = epoch
     run.epochs_run.append(epoch)
-    run.tracker.log(logged, step=epoch)
     # last.pt, which says where training stands, is written last: a kill while best.pt is
     # written leaves last.pt at the previous epoch, which the resumed job trains again
     testing = bool(t.get("test_after_training", False))
     save(run, checkpoints_for_epoch(run.keep, is_best, testing))
+    track_epoch(run, epoch, logged, validated)
     log.info("epoch %d/%d  %s", epoch, epochs, _format(logged, run.cfg.model.tasks))
     if any_process(stop.requested):
         raise _interrupted(run, stop.signum, f"after epoch {epoch}")
@@ -427,8 +429,8 @@ def _validation_figures(run: Run) -> dict[str, float]:
 
 
 def validate(run: Run, epoch: int, logged: dict[str, float]) -> bool:
-    """Validate, add the figures to `logged`, send previews, and record a new best;
-    returns whether this epoch is the best so far by trainer.monitor."""
+    """Validate, add the figures to `logged` and record a new best; returns whether this
+    epoch is the best so far by trainer.monitor."""
     progress, monitor = run.progress, str(run.cfg.trainer.monitor)
     progress.final = {f"val/{k}": v for k, v in _validation_figures(run).items()}
     logged.update(progress.final)
@@ -436,24 +438,45 @@ def validate(run: Run, epoch: int, logged: dict[str, float]) -> bool:
     if value is None:
         raise ConfigError(f"trainer.monitor={monitor!r} is not among the validation metrics "
                           f"{sorted(progress.final)}")
-    if run.tracker.sample_count:
-        previews = validation_previews(run.parts.model, run.val_loader,
-                                       run.parts.options.device, run.num_classes,
-                                       run.tracker.sample_count)
-        run.tracker.log_samples({"previews": previews, "class_names": getattr(
-            run.val_set, "class_names", None), "unit": getattr(run.val_set, "depth_unit", "")},
-            step=epoch)
-    class_iou = segmentation_iou(run.val_metrics)
-    if class_iou is not None:
-        run.tracker.log_class_iou(list(getattr(run.val_set, "class_names", [])), class_iou,
-                                  step=epoch)
     is_best = _is_better(value, progress.best_value, str(run.cfg.trainer.monitor_mode))
     if is_best:
         progress.best_value, progress.best_epoch = value, epoch
         progress.best = dict(progress.final)
-    run.tracker.summarise([*progress.history, progress.final], progress.best,
-                          progress.best_epoch)
     return is_best
+
+
+def track_epoch(run: Run, epoch: int, logged: dict[str, float], validated: bool) -> None:
+    """Send epoch `epoch` to the tracker once its checkpoints are written: a job killed
+    before then trains the epoch again, and W&B online drops steps it has seen, so a logged
+    epoch is always a saved one. Sample images, the per-class IoU table and the scalars share
+    the epoch's step."""
+    tracker, progress = run.tracker, run.progress
+    if validated:
+        _log_samples(run, epoch)
+        class_iou = segmentation_iou(run.val_metrics)
+        if class_iou is not None:
+            tracker.log_class_iou(list(getattr(run.val_set, "class_names", [])), class_iou,
+                                  step=epoch)
+    tracker.log(logged, step=epoch)
+    if validated:
+        tracker.summarise(progress.history, progress.best, progress.best_epoch)
+
+
+def _log_samples(run: Run, epoch: int) -> None:
+    """The tracker's validation sample images; a failure to draw them only warns."""
+    if not run.tracker.sample_count:
+        return
+    try:
+        previews = validation_previews(run.parts.model, run.val_loader,
+                                       run.parts.options.device, run.num_classes,
+                                       run.tracker.sample_count)
+    except Exception as exc:  # pictures are not worth a training job
+        log.warning("no validation sample images for epoch %d (%s: %s)", epoch,
+                    type(exc).__name__, exc)
+        return
+    run.tracker.log_samples({"previews": previews, "class_names": getattr(
+        run.val_set, "class_names", None), "unit": getattr(run.val_set, "depth_unit", "")},
+        step=epoch)
 
 
 def finish(run: Run) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from torch import nn
 
 from xtask_mt.sample import denormalise_image, to_device
 from xtask_mt.tasks import get_task
-from xtask_mt.viz.colours import colour_values
+from xtask_mt.viz.colours import colour_values, value_range
 
 
 @dataclass
@@ -51,7 +51,7 @@ def _task_preview(task: str, outputs: Mapping[str, torch.Tensor],
                   batch: Mapping[str, torch.Tensor], edges: Sequence[str], i: int,
                   void_id: int) -> TaskPreview:
     """Direct, transferred (each edge into `task`) and ground truth of sample `i`, all maps
-    on the ground truth's valid range so their colours compare."""
+    on one range (viz.colours.value_range, as evaluate.py's panels) so their colours compare."""
     spec = get_task(task)
     preds = {"direct": outputs[task][i:i + 1]} if task in outputs else {}
     preds.update({edge: outputs[edge][i:i + 1] for edge in edges if edge in outputs})
@@ -65,7 +65,7 @@ def _task_preview(task: str, outputs: Mapping[str, torch.Tensor],
         layers = {name: vector_rgb(m) for name, m in layers.items()}
         layers["ground_truth"] = vector_rgb(truth, valid)
         return TaskPreview("vector", layers)
-    lo, hi = (float(truth[valid].min()), float(truth[valid].max())) if valid.any() else (0., 1.)
+    lo, hi = value_range(truth, valid, layers.values())
     layers = {name: colour_values(m, lo, hi) for name, m in layers.items()}
     layers["ground_truth"] = colour_values(truth, lo, hi, valid)
     return TaskPreview("map", layers, (lo, hi))

@@ -8,6 +8,9 @@ maps (magma), so a depth map is never mistaken for an error map.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable
+
 import numpy as np
 from matplotlib import colormaps
 
@@ -15,17 +18,37 @@ DEPTH_CMAP = "viridis_r"   # near = bright
 ERROR_CMAP = "magma"
 
 
+@functools.lru_cache(maxsize=4)
 def _lut(name: str) -> np.ndarray:
-    """(256, 3) uint8 RGB table of colour map `name`."""
-    return np.round(colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
+    """(256, 3) uint8 RGB table of colour map `name`, built once (read-only: it is shared)."""
+    table = np.round(colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
+    table.flags.writeable = False
+    return table
+
+
+def value_range(truth: np.ndarray, valid: np.ndarray,
+                predictions: Iterable[np.ndarray] = ()) -> tuple[float, float]:
+    """The (lo, hi) a value map is coloured on, the same in panels and W&B previews: the valid
+    ground truth's span, widened to the predictions' 1st..99th percentiles (so one wild pixel
+    does not flatten the scale), never below 0; non-finite values are left out."""
+    shown = truth[valid & np.isfinite(truth)]
+    lo, hi = (float(shown.min()), float(shown.max())) if shown.size else (0.0, 1.0)
+    for pred in predictions:
+        finite = pred[np.isfinite(pred)]
+        if finite.size:
+            lo = min(lo, float(np.percentile(finite, 1)))
+            hi = max(hi, float(np.percentile(finite, 99)))
+    return max(lo, 0.0), hi
 
 
 def colour_values(values: np.ndarray, lo: float, hi: float,
                   valid: np.ndarray | None = None) -> np.ndarray:
     """HxW values -> HxWx3 uint8 RGB on DEPTH_CMAP, `lo`..`hi` spread over the whole map;
-    pixels outside `valid` black."""
-    scaled = (np.clip(values, lo, hi) - lo) / max(hi - lo, 1e-8)
+    pixels outside `valid` and non-finite values (a diverged prediction) black."""
+    finite = np.isfinite(values)
+    scaled = (np.clip(np.where(finite, values, lo), lo, hi) - lo) / max(hi - lo, 1e-8)
     rgb = _lut(DEPTH_CMAP)[np.round(scaled * 255).astype(np.int64)]
+    rgb[~finite] = 0
     if valid is not None:
         rgb[~valid] = 0
     return rgb

@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from xtask_mt.viz.colours import DEPTH_CMAP, ERROR_CMAP  # noqa: E402
+from xtask_mt.viz.colours import DEPTH_CMAP, ERROR_CMAP, value_range  # noqa: E402
 
 # Colours of the official Cityscapes label table (trainIds), plus one per category (the
 # colour of its most common member class), as RGB 0..255.
@@ -137,12 +137,8 @@ def _heat_row(fig: plt.Figure, ax: plt.Axes, row: PanelRow) -> None:
 
 def _map_row(fig: plt.Figure, axes: Sequence[plt.Axes], row: PanelRow) -> None:
     """Ground truth and predictions on one colour scale; the direct error in the last cell."""
-    shown = row.truth[row.valid]
-    lo, hi = (float(shown.min()), float(shown.max())) if shown.size else (0.0, 1.0)
-    for d in row.predictions.values():  # robust bounds so one wild pixel does not flatten it
-        if d is not None:
-            lo, hi = min(lo, float(np.percentile(d, 1))), max(hi, float(np.percentile(d, 99)))
-    lo = max(lo, 0.0)
+    lo, hi = value_range(row.truth, row.valid,
+                         [d for d in row.predictions.values() if d is not None])
     unit = f" [{row.unit}]" if row.unit else ""
     cells = _cells(row)
     image = None
