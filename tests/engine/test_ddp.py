@@ -89,7 +89,7 @@ def test_two_gloo_processes_match_one_process_with_the_global_batch(tmp_path):
 
     # rank 0 alone tracks, writes and holds the folder's lock; both ranks agree on every figure
     assert sorted(p.name for p in ddp_dir.iterdir()) == [
-        ".train.lock", "checkpoints", "metrics.json", "summary-rank0.json",
+        ".train.lock", "checkpoints", "config_tree.txt", "metrics.json", "summary-rank0.json",
         "summary-rank1.json", "tracker-rank0.jsonl"]
     assert sorted(p.name for p in (ddp_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     rank0 = json.loads((ddp_dir / "summary-rank0.json").read_text())
