@@ -177,3 +177,59 @@ def test_a_sweep_waits_for_an_unreachable_wandb_only_once(tmp_path, monkeypatch,
     assert asked == ["online", "offline", "offline"]
     assert "earlier job of this sweep could not reach W&B" in caplog.text
     assert [len(offline_runs(sweep / job)) for job in ("0", "1")] == [1, 1]
+
+
+class _MediaBreaks(_BrokenRun):
+    """A run that takes scalars but fails on images and tables (e.g. a media upload error)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logged: list[dict] = []
+
+    def log(self, values: dict, step: int | None = None) -> None:
+        if any(k.startswith("samples/") or k.startswith("val/per_class") for k in values):
+            raise OSError("media upload failed")
+        self.logged.append(values)
+
+
+def test_failed_media_logging_does_not_stop_scalars_or_summary(caplog) -> None:
+    from xtask_mt.tracking.wandb_run import WandbTracker
+
+    run = _MediaBreaks()
+    tracker = WandbTracker(run, samples=0)
+    with caplog.at_level(logging.WARNING):
+        for epoch in (1, 2):
+            tracker.log_class_iou(["a", "b"], [0.5, float("nan")], step=epoch)
+            tracker.log({"val/miou": 0.1 * epoch}, step=epoch)
+            tracker.summarise([{"epoch": epoch, "val/miou": 0.1 * epoch}],
+                              {"val/miou": 0.1 * epoch}, epoch)
+    assert caplog.text.count("W&B table logging failed (OSError") == 1
+    assert [v["epoch"] for v in run.logged] == [1, 2]
+    assert run.summary["best/epoch"] == 2
+
+
+def test_a_failing_summary_or_job_context_never_escapes(tmp_path, offline, monkeypatch,
+                                                          caplog) -> None:
+    from xtask_mt.tracking import wandb_run
+
+    def broken(*args, **kwargs):
+        raise KeyError("hydra")
+
+    monkeypatch.setattr(wandb_run, "job_context", broken)
+    monkeypatch.setattr(wandb_run, "summary_values", broken)
+    with caplog.at_level(logging.WARNING):
+        tracker = build_tracker(wandb_cfg(logger__samples=0), tmp_path)
+        tracker.summarise([{"epoch": 1, "val/miou": 0.5}], {"val/miou": 0.5}, 1)
+        tracker.finish(0)
+    assert type(tracker) is not Tracker  # the run started, named after the output dir
+    assert "could not be read from the Hydra job (KeyError" in caplog.text
+    assert "W&B summary failed (KeyError" in caplog.text
+    assert offline_runs(tmp_path)[0].name == tmp_path.name
+
+
+def test_bad_tags_are_cut_to_what_wandb_takes() -> None:
+    from xtask_mt.tracking.wandb_run import _user_tags
+
+    assert _user_tags("mine") == ["mine"]
+    assert _user_tags(["", "x" * 70, "ok"]) == ["x" * 64, "ok"]
+    assert _user_tags(None) == []

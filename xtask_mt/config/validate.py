@@ -31,6 +31,7 @@ KEEP_POLICIES = ("auto", "all", "best_weights", "none")  # trainer.keep_checkpoi
 # engine.retention (defined here, the lower layer, so that validation can name them)
 TRACKING_MODES = ("online", "offline", "disabled")
 WANDB_ENV_MODES = (*TRACKING_MODES, "dryrun", "run")  # W&B also reads its older names
+WANDB_MAX_TAG = 64  # W&B refuses longer tags (and empty ones) at wandb.init
 
 
 def _number(value: Any) -> float | None:
@@ -127,6 +128,10 @@ def _check_values(problems: _Problems) -> None:
     if cfg.logger.get("name") == "wandb":
         check("logger.mode", lambda v: v in TRACKING_MODES, f"one of {', '.join(TRACKING_MODES)}")
         check("logger.log_checkpoints", lambda v: isinstance(v, bool), "true or false")
+        check("logger.tags", lambda v: OmegaConf.is_list(v) and all(
+            isinstance(x, str) and 0 < len(x) <= WANDB_MAX_TAG for x in v),
+            f"a list of non-empty strings of at most {WANDB_MAX_TAG} characters (W&B's limit), "
+            "e.g. 'logger.tags=[paper,cs]' (the default is the top-level tags)")
         env_mode = os.environ.get("WANDB_MODE")
         if env_mode and env_mode not in WANDB_ENV_MODES:
             problems.found.append(f"invalid environment variable WANDB_MODE={env_mode!r}: "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +45,7 @@ from xtask_mt.engine.loops import evaluate
 from xtask_mt.errors import UserError
 from xtask_mt.losses import TaskObjective
 from xtask_mt.metrics import MetricCollection
-from xtask_mt.metrics.segmentation import segmentation_iou
+from xtask_mt.metrics.segmentation import none_for_nan, segmentation_iou
 from xtask_mt.reports import delta_m
 from xtask_mt.reports.stats import last_k_mean as mean_of_last_epochs
 from xtask_mt.runtime.host_memory import configure_host_memory
@@ -222,10 +221,6 @@ def _resolve(run: str | Path | None, ckpt: str | Path | None, checkpoint: str,
                                                         overrides)
 
 
-def _none_for_nan(values: Sequence[float]) -> list[float | None]:
-    return [None if math.isnan(v) else v for v in values]
-
-
 @dataclass(frozen=True)
 class EvalOptions:
     """Where evaluate_run runs and what it adds to the metrics: `panels` sample figures, all
@@ -317,7 +312,7 @@ def evaluate_run(run: str | Path | None = None, ckpt: str | Path | None = None,
     per_class = segmentation_iou(collected.metrics)
     if per_class is not None:
         result["class_names"] = class_names  # metrics.json sorts keys; this keeps the order
-        result["per_class_iou"] = dict(zip(class_names, _none_for_nan(per_class), strict=True))
+        result["per_class_iou"] = dict(zip(class_names, none_for_nan(per_class), strict=True))
     result["figures"] = _draw(out_dir, split, collected.samples, class_names, result)
     if o.save_predictions:
         path = out_dir / f"predictions_{split}.npz"

@@ -9,6 +9,7 @@ tensor ops that stay on the device (bincount for the confusion matrices).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -170,3 +171,9 @@ def segmentation_iou(metrics: MetricCollection) -> list[float] | None:
         if isinstance(accumulator, SegmentationMetrics):
             return accumulator.per_class_iou()
     return None
+
+
+def none_for_nan(iou: Sequence[float | None]) -> list[float | None]:
+    """Per-class IoU as JSON files and W&B tables hold it: None for a class never seen nor
+    predicted (NaN), which neither writes as a number."""
+    return [None if v is None or math.isnan(v) else float(v) for v in iou]

@@ -5,7 +5,13 @@ In a sweep the run name is built from the keys the sweep varies only, e.g.
 epochs, ...) stay in the run config under `overrides`. A key is varied when it is a sweep
 (comma list, range(), choice(), interval()) in `hydra.sweeper.params` or on the sweep's
 command line, which Hydra's basic sweeper keeps in `<sweep dir>/multirun.yaml` (written
-before any job starts, so it holds for every launcher).
+before any job starts, so it holds for every launcher). The Optuna sweeper writes no
+multirun.yaml and hands each trial its sampled and fixed values alike, so in an Optuna search
+only the `hydra.sweeper.params` keys are named; its names end in `#<job number>` so that
+trials never share one.
+
+A single run (and a `wandb agent` run, which is one) is named after its experiment and its
+overrides, e.g. `nyuv2_paper alpha=0.01,gamma=0.1`; with neither, the caller names it.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ log = logging.getLogger(__name__)
 MAX_GROUP = 128  # W&B's limit on group names
 MAX_TAG = 64     # W&B's limit on a tag
 TAGGED_CHOICES = ("experiment", "hparams_search", "seed_table")  # config groups that tag a run
+UNNAMED_KEYS = ("experiment", "logger", "paths", "tags")  # say where a run goes, not what it is
 
 
 @dataclass(frozen=True)
@@ -47,10 +54,12 @@ def job_context() -> JobContext:
     multirun = hc.mode == RunMode.MULTIRUN
     tags = context_tags(choices, str(hc.job.config_name) if multirun else None)
     if not multirun:
-        return JobContext(choices.get("experiment"), choices.get("experiment"), tags, overrides)
+        experiment = choices.get("experiment")
+        return JobContext(single_run_name(experiment, overrides), experiment, tags, overrides)
     sweep_dir = Path(hc.sweep.dir)
     varied = swept_keys(hc.sweeper.get("params") or {}, sweep_command_line(sweep_dir))
-    name = short_name(overrides, varied) or f"job{hc.job.num}"
+    optuna = "optuna" in str(hc.sweeper.get("_target_", "")).lower()
+    name = short_name(overrides, varied, hc.job.num, numbered=optuna) or f"job{hc.job.num}"
     return JobContext(name, group_from_path(sweep_dir), tags, overrides)
 
 
@@ -110,8 +119,9 @@ def swept_keys(params: Mapping[str, Any], command_line: Sequence[str]) -> list[s
 
 
 def _short_value(text: str) -> str:
-    """A long float (as Optuna samples them) to 4 significant digits; others unchanged."""
-    if len(text) <= 8:
+    """A long float (as Optuna samples them) to 4 significant digits; integers (seeds) and
+    everything else unchanged."""
+    if len(text) <= 8 or text.lstrip("+-").isdigit():
         return text
     try:
         return f"{float(text):.4g}"
@@ -119,13 +129,35 @@ def _short_value(text: str) -> str:
         return text
 
 
-def short_name(overrides: Sequence[str], varied: Sequence[str]) -> str:
+def _lossy(short: str, text: str) -> bool:
+    """Whether `short` (from _short_value) stands for another number than `text`."""
+    return short != text and float(short) != float(text)
+
+
+def short_name(overrides: Sequence[str], varied: Sequence[str], job_num: int | None = None,
+               numbered: bool = False) -> str:
     """`key=value,...` of the `varied` keys in this job's `overrides`, each key shortened to
     its last component (`loss.alpha` -> `alpha`, `loss/tdepth` -> `tdepth`) unless two
-    varied keys would then read the same; "" when no varied key is among the overrides."""
+    varied keys would then read the same; "" when no varied key is among the overrides.
+    `#<job_num>` is appended when a float was cut (two jobs could then read the same) or
+    when `numbered` (Optuna trials, whose varied keys may not all be known)."""
     values = {o.key_or_group: o.get_value_element_as_str() for o in _parsed(overrides)}
     keys = [k for k in varied if k in values]
     last = {k: k.replace("/", ".").rsplit(".", 1)[-1] for k in keys}
     clashes = {v for v in last.values() if list(last.values()).count(v) > 1}
-    return ",".join(f"{k if last[k] in clashes else last[k]}={_short_value(values[k])}"
-                    for k in keys)
+    short = {k: _short_value(values[k]) for k in keys}
+    name = ",".join(f"{k if last[k] in clashes else last[k]}={short[k]}" for k in keys)
+    if name and job_num is not None and (numbered or any(_lossy(short[k], values[k])
+                                                         for k in keys)):
+        name += f"#{job_num}"
+    return name
+
+
+def single_run_name(experiment: str | None, overrides: Sequence[str]) -> str | None:
+    """A single run's name: its experiment, then its overrides as in a sweep name (those of
+    UNNAMED_KEYS left out), so runs of one experiment read apart; None when it has neither
+    (the caller then uses the output dir's name)."""
+    keys = [o.key_or_group for o in _parsed(overrides) if not o.is_delete()
+            and o.key_or_group.replace("/", ".").split(".")[0] not in UNNAMED_KEYS]
+    parts = [experiment or "", short_name(overrides, list(dict.fromkeys(keys)))]
+    return " ".join(p for p in parts if p) or None

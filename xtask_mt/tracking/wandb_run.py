@@ -1,7 +1,8 @@
 """Weights & Biases tracker: one run per Hydra job, grouped by sweep, never fatal to training.
 
-Every W&B call is guarded: if W&B cannot start or fails later, a single warning is logged and
-training goes on without it. The W&B step is the epoch, passed explicitly, so a resumed run
+Every W&B call is guarded: if W&B cannot start, a single warning is logged and training goes
+on without it; if one kind of call fails later (scalars, media, summary, artifacts), one
+warning switches off that kind only. The W&B step is the epoch, passed explicitly, so a resumed run
 carries on from the epoch it stopped at instead of restarting its step count.
 
 Run summary: plain `val/<metric>` keys hold the last validation (W&B's default), `best/<key>`
@@ -24,9 +25,10 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from xtask_mt.metrics.segmentation import none_for_nan
 from xtask_mt.tasks import higher_is_better
 from xtask_mt.tracking.base import Tracker
-from xtask_mt.tracking.job_context import job_context
+from xtask_mt.tracking.job_context import MAX_TAG, JobContext, job_context
 from xtask_mt.tracking.previews import SamplePreview, TaskPreview
 from xtask_mt.viz.colours import colour_bar
 
@@ -58,7 +60,7 @@ def iou_table(class_names: Sequence[str], iou: Sequence[float | None],
     import wandb
 
     names = [class_names[c] if c < len(class_names) else f"class {c}" for c in range(len(iou))]
-    values = [None if v is None or math.isnan(v) else float(v) for v in iou]
+    values = none_for_nan(iou)
     if epoch is None:
         return wandb.Table(columns=["class", "iou"], data=[list(r) for r in zip(names, values,
                                                                                 strict=True)])
@@ -90,39 +92,42 @@ class WandbTracker(Tracker):
         self.sample_count = samples
         self._checkpoint_dir = checkpoint_dir  # None: no checkpoint artifact
         self._best_epoch = 0
-        self._failed = False
-        self._guard("define_metric", self._define_step)
+        self._failed: set[str] = set()  # features switched off after a failure
+        self._guard("scalars", "define_metric", self._define_step)
 
     def _define_step(self) -> None:
         self.run.define_metric("epoch")
         self.run.define_metric("*", step_metric="epoch")
 
-    def _guard(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        if self._failed:
+    def _guard(self, feature: str, what: str, fn: Callable[..., Any], *args: Any,
+               **kwargs: Any) -> None:
+        """Call `fn`; on failure warn once and switch off `feature` (scalars, media, summary,
+        artifacts) alone, so that e.g. an image W&B cannot take does not stop the scalars."""
+        if feature in self._failed:
             return
         try:
             fn(*args, **kwargs)
         except Exception as exc:  # W&B must never stop training
-            self._failed = True
-            log.warning("W&B %s failed (%s: %s); training goes on without W&B logging",
-                        what, type(exc).__name__, exc)
+            self._failed.add(feature)
+            log.warning("W&B %s failed (%s: %s); training goes on without W&B %s",
+                        what, type(exc).__name__, exc, feature)
 
     def log(self, values: dict[str, float], step: int) -> None:
-        self._guard("log", self.run.log, {"epoch": step, **values}, step=step)
+        self._guard("scalars", "log", self.run.log, {"epoch": step, **values}, step=step)
 
     def summarise(self, history: Sequence[dict[str, Any]], best: dict[str, float],
                   best_epoch: int) -> None:
         self._best_epoch = best_epoch
-        self._guard("summary", self.run.summary.update, summary_values(history, best,
-                                                                       best_epoch))
+        self._guard("summary", "summary", lambda: self.run.summary.update(
+            summary_values(history, best, best_epoch)))
 
     def log_class_iou(self, class_names: Sequence[str], iou: Sequence[float], step: int
                       ) -> None:
-        self._guard("table logging", lambda: self.run.log(
+        self._guard("media", "table logging", lambda: self.run.log(
             {CLASS_IOU_KEY: iou_table(class_names, iou, step)}, step=step))
 
     def log_samples(self, samples: dict[str, Any], step: int) -> None:
-        self._guard("image logging", self._log_samples, samples, step)
+        self._guard("media", "image logging", self._log_samples, samples, step)
 
     def _log_samples(self, samples: dict[str, Any], step: int) -> None:
         import wandb
@@ -166,7 +171,7 @@ class WandbTracker(Tracker):
 
     def finish(self, exit_code: int = 0) -> None:
         if exit_code == 0 and self._checkpoint_dir is not None:
-            self._guard("checkpoint artifact", self._log_checkpoints)
+            self._guard("artifacts", "checkpoint artifact", self._log_checkpoints)
         try:
             self.run.finish(exit_code=exit_code)
         except Exception as exc:
@@ -240,6 +245,15 @@ def wandb_settings(lg: DictConfig) -> Any:
                           finish_timeout=float(lg.get("finish_timeout", 300)))
 
 
+def _user_tags(tags: Any) -> list[str]:
+    """logger.tags as W&B takes them (validate_config refuses others; this keeps a library
+    caller's bad tag from failing wandb.init): one string is one tag, empty ones are left out
+    and long ones cut to W&B's limit."""
+    if isinstance(tags, str):
+        tags = [tags]
+    return [str(t)[:MAX_TAG] for t in tags or [] if str(t)]
+
+
 def _record_run(output_dir: Path, record: dict[str, Any]) -> None:
     """Write <job dir>/wandb/tracked_run.json, which evaluate.py reads to link its run."""
     path = output_dir / "wandb" / RUN_RECORD
@@ -267,10 +281,15 @@ def start_wandb_run(cfg: DictConfig, output_dir: Path, resume_id: str | None = N
     mode = resolve_mode(str(lg.mode))
     if mode == "disabled":
         return Tracker()
-    context = job_context()
+    try:
+        context = job_context()
+    except Exception as exc:  # a name is not worth losing the run for
+        log.warning("W&B run name and group could not be read from the Hydra job (%s: %s)",
+                    type(exc).__name__, exc)
+        context = JobContext()
     name = lg.get("run_name") or context.name or Path(output_dir).name
     group = lg.get("group") or context.group
-    tags = list(dict.fromkeys([*(str(t) for t in lg.get("tags") or []), *context.tags]))
+    tags = list(dict.fromkeys([*_user_tags(lg.get("tags")), *context.tags]))
 
     def init(mode: str) -> Any:
         import wandb
