@@ -13,6 +13,18 @@ from dataclasses import dataclass
 from omegaconf import DictConfig
 
 
+def beats(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
+    """Whether `value` of the monitor is better than `best` by more than `min_delta` in
+    direction `mode` (max | min); NaN never beats, and anything else beats no best yet. The
+    best checkpoint (min_delta 0) and early stopping both judge by it."""
+    if math.isnan(value):
+        return False
+    if best is None or math.isnan(best):
+        return True
+    gain = value - best if mode == "max" else best - value
+    return gain > min_delta
+
+
 @dataclass(frozen=True)
 class EarlyStopping:
     """Stop after `patience` validations in a row that did not beat the best value of the
@@ -31,12 +43,7 @@ class EarlyStopping:
 
     def improved(self, value: float, best: float | None) -> bool:
         """Whether `value` beats `best` (the best before this validation) by > min_delta."""
-        if math.isnan(value):
-            return False
-        if best is None or math.isnan(best):
-            return True
-        gain = value - best if self.mode == "max" else best - value
-        return gain > self.min_delta
+        return beats(value, best, self.mode, self.min_delta)
 
     def stale_count(self, stale: int, value: float, best: float | None) -> int:
         """The count of validations without improvement after one that gave `value`."""

@@ -9,7 +9,6 @@ bookkeeping, and `finish` writes the summary.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,7 +46,7 @@ from xtask_mt.engine.checkpoint import (
     write_json_atomic,
 )
 from xtask_mt.engine.distillation import build_distillation
-from xtask_mt.engine.early_stopping import EarlyStopping
+from xtask_mt.engine.early_stopping import EarlyStopping, beats
 from xtask_mt.engine.final_test import checkpoints_for_epoch, test_best_checkpoint
 from xtask_mt.engine.loops import EpochSettings, evaluate, train_one_epoch
 from xtask_mt.engine.profiling import profiled
@@ -94,12 +93,6 @@ class Progress:
     skipped_nonfinite: int = 0
     partial_epoch: dict[str, dict[str, float]] = field(default_factory=dict)  # running sums
     stale_validations: int = 0     # validations in a row without improvement (early stopping)
-
-
-def _is_better(value: float, best: float | None, mode: str) -> bool:
-    if best is None or math.isnan(best):
-        return not math.isnan(value)
-    return value > best if mode == "max" else value < best
 
 
 def resume_checkpoint_path(resume: Any, output_dir: Path) -> Path | None:
@@ -438,7 +431,7 @@ def validate(run: Run, epoch: int, logged: dict[str, float]) -> bool:
     if value is None:
         raise ConfigError(f"trainer.monitor={monitor!r} is not among the validation metrics "
                           f"{sorted(progress.final)}")
-    is_best = _is_better(value, progress.best_value, str(run.cfg.trainer.monitor_mode))
+    is_best = beats(value, progress.best_value, str(run.cfg.trainer.monitor_mode))
     if is_best:
         progress.best_value, progress.best_epoch = value, epoch
         progress.best = dict(progress.final)
