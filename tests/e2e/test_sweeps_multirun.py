@@ -85,7 +85,8 @@ def test_failed_job_is_visible_and_a_rerun_skips_finished_jobs(tmp_path: Path) -
     assert first.returncode != 0 and "val/not_a_metric" in first.stderr
     good, bad = sweep / "0", sweep / "1"
 
-    assert json.loads((good / "job.json").read_text())["status"] == "finished"
+    record = json.loads((good / "job.json").read_text())
+    assert record["status"] == "finished" and record["device"] == "cpu" and "slot" not in record
     log_text = (good / "train.log").read_text()
     assert "using dataset.num_workers=0 instead of 1" in log_text
     assert re.search(r"hydra/launcher=joblib: \d+ torch thread\(s\) in this job", log_text)

@@ -1,24 +1,32 @@
 """One training job as a sweep sees it: skipped when already finished, its outcome recorded.
 
 Each job dir gets `job.json` ({"status": "finished" | "failed" | "interrupted", "overrides",
-"tags", "error"}) so a sweep report can tell failed jobs from finished ones, and a re-run of
-the same sweep (same `hydra.sweep.dir`) skips the jobs that already wrote `metrics.json`.
+"tags", "device", "slot", "error"}) so a sweep report can tell failed jobs from finished ones
+and where each ran, and a re-run of the same sweep (same `hydra.sweep.dir`) skips the jobs that
+already wrote `metrics.json`. Under a local launcher each job trains on the GPU of the slot it
+takes (conf/placement, runtime.placement).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from xtask_mt.config.build import resolve_device
 from xtask_mt.engine.checkpoint import write_atomic, write_json_atomic
 from xtask_mt.engine.trainer import RunDirBusyError, train
 from xtask_mt.errors import UserError
+from xtask_mt.runtime.placement import SLOTS_DIR, GpuSlots, HeldSlot, PlacementSettings
 from xtask_mt.runtime.preemption import TrainingInterrupted
 
 log = logging.getLogger(__name__)
@@ -26,7 +34,11 @@ log = logging.getLogger(__name__)
 STATUS_FILE = "job.json"
 # Overrides that change how a job is watched, not what it computes.
 _NEUTRAL_OVERRIDES = ("logger", "trainer.progress_bar", "trainer.skip_finished",
-                      "dataset.num_workers", "trainer.device")
+                      "dataset.num_workers", "trainer.device", "placement")
+# Launchers that run a sweep's jobs on this machine, where GPU placement applies (a SLURM job
+# has its own GPU): Hydra's basic one, joblib (local_parallel), submitit's local executor.
+_LOCAL_LAUNCHERS = (".basic_launcher.BasicLauncher", ".joblib_launcher.JoblibLauncher",
+                    ".submitit_launcher.LocalLauncher")
 
 
 def job_overrides() -> list[str]:
@@ -77,6 +89,12 @@ def _adapt_to_joblib(cfg: DictConfig, output_dir: Path) -> None:
         changed["dataset.num_workers"] = 0
     if bool(cfg.trainer.get("progress_bar", True)):
         changed["trainer.progress_bar"] = False  # parallel bars garble the console
+    _change_config(cfg, output_dir, changed)
+
+
+def _change_config(cfg: DictConfig, output_dir: Path, changed: dict[str, Any]) -> None:
+    """Set `changed` (dotted keys) in the job's config and in its saved .hydra/config.yaml,
+    so that both (and W&B, which logs the config) say what the job really ran with."""
     for key, value in changed.items():
         OmegaConf.update(cfg, key, value)
     saved = output_dir / ".hydra" / "config.yaml"
@@ -102,6 +120,65 @@ def _threads_from_launcher() -> None:
                  torch.get_num_threads())
 
 
+def _launcher_target() -> str:
+    return str(HydraConfig.get().launcher.get("_target_", ""))
+
+
+def _placed_here(cfg: DictConfig) -> bool:
+    """Whether this job takes a GPU slot: a multirun job under a local launcher, on a machine
+    with CUDA, whose trainer.device leaves the GPU open (auto or cuda) and that is not one
+    process of a DDP job."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return False
+    if not _launcher_target().endswith(_LOCAL_LAUNCHERS):
+        return False
+    device = str(cfg.trainer.device)
+    if device not in ("auto", "cuda") or str(cfg.trainer.get("strategy", "none")) != "none":
+        return False
+    if not torch.cuda.is_available():
+        if _launcher_target().endswith(".LocalLauncher") \
+                and os.environ.get("CUDA_VISIBLE_DEVICES") == "":
+            log.info("hydra/launcher=local_submitit with gpus_per_node=0 hides every GPU from "
+                     "its jobs (CUDA_VISIBLE_DEVICES=''): this job runs on the CPU; set "
+                     "hydra.launcher.gpus_per_node to the machine's GPU count to place jobs "
+                     "on GPUs")
+        return False
+    return True
+
+
+@contextmanager
+def _gpu_slot(cfg: DictConfig, output_dir: Path) -> Iterator[HeldSlot | None]:
+    """Hold a GPU slot of the sweep while the job runs (None when not placed) and make its
+    GPU the job's device: torch.cuda.set_device and trainer.device=cuda:N, not
+    CUDA_VISIBLE_DEVICES, because a joblib worker runs job after job in one process and may
+    have initialised CUDA in an earlier one."""
+    if not _placed_here(cfg):
+        yield None
+        return
+    settings = PlacementSettings.from_config(cfg.placement)
+    hc = HydraConfig.get()
+    slots = GpuSlots(Path(hc.sweep.dir).resolve() / SLOTS_DIR,
+                     settings.devices(torch.cuda.device_count()), settings.jobs_per_gpu)
+    with slots.take(int(hc.job.num)) as held:
+        torch.cuda.set_device(held.slot.gpu)
+        log.info(held.slot.describe())
+        _change_config(cfg, output_dir, {"trainer.device": held.slot.device})
+        try:
+            yield held
+        finally:  # a reused worker would keep this job's cached memory on the GPU it leaves
+            torch.cuda.empty_cache()
+
+
+def _where(cfg: DictConfig, held: HeldSlot | None) -> dict[str, Any]:
+    """job.json's record of where the job ran: its device, and its slot when placed."""
+    if held is not None:
+        return {"device": held.slot.device, "slot": held.slot.index}
+    try:
+        return {"device": str(resolve_device(str(cfg.trainer.device)))}
+    except ValueError:  # no CUDA for trainer.device=cuda: train() reports it
+        return {"device": str(cfg.trainer.device)}
+
+
 def run_training_job(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """Train unless this job already finished in `output_dir`; record the outcome in job.json.
 
@@ -118,8 +195,11 @@ def run_training_job(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             return summary
     _adapt_to_joblib(cfg, output_dir)
     _threads_from_launcher()
+    record: dict[str, Any] = {"overrides": overrides, "tags": tags}
     try:
-        summary = train(cfg, output_dir)
+        with _gpu_slot(cfg, output_dir) as held:
+            record.update(_where(cfg, held))
+            summary = train(cfg, output_dir)
     except RunDirBusyError:
         raise  # the folder is another live job's: write nothing into it
     except BaseException as exc:
@@ -127,9 +207,8 @@ def run_training_job(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         interrupted = isinstance(exc, KeyboardInterrupt | TrainingInterrupted)
         status = "interrupted" if interrupted else "failed"
         write_json_atomic(output_dir / STATUS_FILE, {
-            "status": status, "overrides": overrides, "tags": tags,
+            "status": status, **record,
             "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:500]})
         raise
-    write_json_atomic(output_dir / STATUS_FILE, {"status": "finished", "overrides": overrides,
-                                                 "tags": tags})
+    write_json_atomic(output_dir / STATUS_FILE, {"status": "finished", **record})
     return summary
