@@ -6,10 +6,10 @@ beside the model's forward pass on the same batch.
 Random predictions and targets of the config's batch size, image size and class count
 (with ignored labels, invalid depth and normals) go through the config's metric
 accumulators (model.tasks); the segmentation and depth figures they compute are compared with
-a plain per-image, per-class computation. The
-predictions are in the memory layout the config's model gives (channels-last with
-trainer.channels_last=true, the default). `--forward-passes N` also times N forward passes
-of the config's model in evaluation mode, to set the update against. Prints JSON.
+a plain per-image, per-class computation. The predictions are in the memory layout the
+config's model gives (channels-last with trainer.channels_last=true, and with auto, the
+default, on a GPU or an AVX-512 CPU). `--forward-passes N` also times N forward passes of the
+config's model in evaluation mode, to set the update against. Prints JSON.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from xtask_mt.config.build import (
 )
 from xtask_mt.metrics import DELTA_THRESHOLDS
 from xtask_mt.runtime.host_memory import configure_host_memory
-from xtask_mt.runtime.precision import StepOptions
+from xtask_mt.runtime.precision import StepOptions, resolve_channels_last
 from xtask_mt.sample import IGNORE_INDEX
 
 
@@ -101,11 +101,12 @@ def brute_force(batches: list[tuple[dict, dict]], c: int) -> dict[str, float]:
 
 
 @torch.no_grad()
-def forward_ms(cfg, c: int, device: torch.device, passes: int) -> dict[str, float]:
+def forward_ms(cfg, c: int, device: torch.device, passes: int,
+               channels_last: bool) -> dict[str, float]:
     """Median ms of the config's model's forward pass (evaluation mode) on one batch."""
     if passes < 1:
         return {}
-    options = StepOptions(device, channels_last=bool(cfg.trainer.channels_last))
+    options = StepOptions(device, channels_last=channels_last)
     model = build_model(cfg, c).to(device)
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -124,10 +125,11 @@ def main() -> None:
                       forward_passes=(int, 0, "forward passes of the model timed beside"))
     device = resolve_device(str(cfg.trainer.device))
     configure_host_memory(device, cfg.trainer)  # as the training and evaluation processes do
+    channels_last = resolve_channels_last(cfg.trainer.channels_last, device)  # true|false|auto
     d = cfg.dataset
     n, c, h, w = int(d.batch_size), int(d.num_classes), int(d.height), int(d.width)
     gen = torch.Generator().manual_seed(0)
-    data = [random_batch(n, c, h, w, gen, device, bool(cfg.trainer.channels_last),
+    data = [random_batch(n, c, h, w, gen, device, channels_last,
                          transfer_edges(cfg)) for _ in range(max(args.check_batches, 1))]
 
     metrics = build_metrics(cfg, c, device)
@@ -147,9 +149,9 @@ def main() -> None:
     emit({"benchmark": "metrics_throughput", "overrides": args.overrides,
           "batch_size": n, "image_size": [h, w], "num_classes": c,
           "tasks": list(cfg.model.tasks),
-          "channels_last": bool(cfg.trainer.channels_last),
+          "channels_last": channels_last,
           "update_ms_median": 1000 * median(times), "update_ms_min": 1000 * min(times),
-          **forward_ms(cfg, c, device, args.forward_passes),
+          **forward_ms(cfg, c, device, args.forward_passes, channels_last),
           "batches": args.batches, "max_abs_difference_vs_brute_force": max(differences.values()),
           "matches_brute_force": all(v < 1e-9 for v in differences.values()),
           "machine": machine(device)})
