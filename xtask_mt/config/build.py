@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 import random
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -23,6 +24,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from xtask_mt.config.schedules import build_lr_schedule
 from xtask_mt.data.cityscapes import Cityscapes
+from xtask_mt.data.device_loader import DeviceLoader
+from xtask_mt.data.device_split import DeviceSplit, load_split
+from xtask_mt.data.frames import FrameDataset
 from xtask_mt.data.labels import NYUV2_CLASS_NAMES
 from xtask_mt.data.nyuv2 import NYUv2
 from xtask_mt.data.sampling import ShardSampler
@@ -43,6 +47,8 @@ from xtask_mt.models.adamtnet import build_adamtnet
 from xtask_mt.models.mtan import build_mtan
 from xtask_mt.tasks import Task, edge_name, get_task
 from xtask_mt.weighting import TaskWeighting
+
+log = logging.getLogger(__name__)
 
 # keys of a weighting config that are not arguments of its class
 _WEIGHTING_SETTINGS = ("name", "lr")
@@ -136,6 +142,39 @@ def build_loader(cfg: DictConfig, dataset: Dataset, train: bool, rank: int = 0,
         len(sampler) > d.batch_size, num_workers=d.num_workers, worker_init_fn=_seed_worker,
         generator=generator, persistent_workers=d.num_workers > 0, pin_memory=pin_memory,
     )
+
+
+def check_device_cache(cfg: DictConfig) -> None:
+    """dataset.device_cache=true puts a file dataset's preparation cache on the device, so
+    that dataset needs dataset.cache=true."""
+    d = cfg.dataset
+    kind = _DATASETS.get(str(d.name))
+    if d.get("device_cache", False) and kind is not None and issubclass(kind, FrameDataset) \
+            and not d.get("cache", False):
+        raise ConfigError(f"dataset.device_cache=true loads the preparation cache of dataset="
+                          f"{d.name} onto the device, but dataset.cache=false; set "
+                          "dataset.cache=true (or dataset.device_cache=false)")
+
+
+def cache_on_device(cfg: DictConfig, device: torch.device, *loaders: DataLoader
+                    ) -> tuple[DataLoader | DeviceLoader, ...]:
+    """`loaders` as they are, or with dataset.device_cache=true each one's split loaded once
+    onto `device` and its batches made there (data.device_loader): the same sampler and batch
+    size and, for a fixed seed, the same augmentation as the DataLoader with num_workers=0.
+    Loaders of one dataset share its copy."""
+    d = cfg.dataset
+    if not d.get("device_cache", False):
+        return loaders
+    check_device_cache(cfg)
+    splits: dict[int, DeviceSplit] = {}
+    for loader in loaders:
+        if id(loader.dataset) not in splits:
+            splits[id(loader.dataset)] = load_split(loader.dataset, device)
+    held = sum(split.nbytes for split in splits.values()) / 2**20
+    ignored = f"; dataset.num_workers={d.num_workers} is ignored" if d.num_workers else ""
+    log.info("dataset.device_cache: batches are made on %s from %.0f MiB held there%s",
+             device, held, ignored)
+    return tuple(DeviceLoader.like(loader, splits[id(loader.dataset)]) for loader in loaders)
 
 
 # Configs saved before transfer nets became edges name neither the edges nor their weights:

@@ -166,11 +166,15 @@ class PreparedSplit:
     def __len__(self) -> int:
         return self.length
 
-    def read(self, index: int) -> dict[str, np.ndarray]:
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every field as one read-only memory-mapped (N, H, W[, k]) array."""
         if self._arrays is None:
             self._arrays = {k: np.load(self.folder / f"{k}.npy", mmap_mode="r")
                             for k in self.fields}
-        return {k: np.array(a[index]) for k, a in self._arrays.items()}
+        return self._arrays
+
+    def read(self, index: int) -> dict[str, np.ndarray]:
+        return {k: np.array(a[index]) for k, a in self.arrays().items()}
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_arrays": None}

@@ -174,9 +174,14 @@ class SyntheticScenes(Dataset):
     def __len__(self) -> int:
         return self.size
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def frame(self, index: int) -> dict[str, np.ndarray]:
+        """Scene `index` as HxW(xk) maps named as in the sample, before it becomes one."""
         if not 0 <= index < self.size:
             raise IndexError(index)
         rng = np.random.default_rng([self.seed, _SPLIT_IDS[self.split], index])
         image, seg, depth, valid, normal = render_scene(self.height, self.width, rng)
-        return make_sample(image, seg, depth, valid, normal if self.normals else None)
+        frame = {"image": image, "seg": seg, "depth": depth, "depth_mask": valid}
+        return {**frame, "normal": normal} if self.normals else frame
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return make_sample(**self.frame(index))

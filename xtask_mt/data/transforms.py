@@ -1,16 +1,18 @@
 """Training augmentation applied identically to every map of a frame.
 
 A frame is a dict of HxW(xk) numpy arrays: ``image`` (uint8 or float in [0, 1]) and the
-tasks' maps (``seg``, ``depth``, ``depth_mask``, ...). How a map flips and how its values
-change on a zoom is its `FieldRule`, which the task registry supplies. Random draws come
-from numpy's global stream, which the DataLoader's worker init re-seeds per worker, so
-workers do not repeat each other.
+tasks' maps (``seg``, ``depth``, ``depth_mask``, ...). How a map's values change on a flip
+or a zoom is its `FieldRule`, which the task registry supplies. Random draws come from
+numpy's global stream, which the DataLoader's worker init re-seeds per worker, so workers do
+not repeat each other. Each frame's draws are one `View`, which the batched device path
+(data.device_batches) applies to the same frames in the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -53,15 +55,25 @@ def mirror(array: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FieldRule:
-    """How augmentation treats one map of a frame: `flip` mirrors it (a vector field would
-    also negate its x component); `zoom`, if set, changes its values when the view is zoomed
-    in by s (after the nearest-neighbour resize)."""
+    """How augmentation changes the values of one map, beyond moving its pixels:
+    `flip_values`, if set, when the view is mirrored (a vector field negates its x
+    component); `zoom`, if set, when the view is zoomed in by s (after the resize).
 
-    flip: Callable[[np.ndarray], np.ndarray] = mirror
-    zoom: Callable[[np.ndarray, float], np.ndarray] | None = None
+    Both are given channel-last maps: numpy HxW(xk) arrays and a float s on the CPU path,
+    torch NxHxW(xk) tensors and s as a float32 tensor broadcast over them on the device path,
+    so they are written with operators the two share.
+    """
+
+    flip_values: Callable[[Any], Any] | None = None
+    zoom: Callable[[Any, Any], Any] | None = None
 
 
 _DEFAULT_RULE = FieldRule()
+
+
+def nearest_indices(size: int, out: int) -> np.ndarray:
+    """Source index of each of `out` pixels resampled from `size`, pixel centres aligned."""
+    return np.minimum(((np.arange(out) + 0.5) * size / out).astype(np.int64), size - 1)
 
 
 def resize_nearest(array: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -69,9 +81,21 @@ def resize_nearest(array: np.ndarray, height: int, width: int) -> np.ndarray:
     h, w = array.shape[:2]
     if (h, w) == (height, width):
         return array
-    rows = np.minimum(((np.arange(height) + 0.5) * h / height).astype(np.int64), h - 1)
-    cols = np.minimum(((np.arange(width) + 0.5) * w / width).astype(np.int64), w - 1)
+    rows, cols = nearest_indices(h, height), nearest_indices(w, width)
     return array[rows[:, None], cols[None, :]]
+
+
+@dataclass(frozen=True)
+class View:
+    """One frame's augmentation draw: the crop (`top`, `left`, `height` x `width`) that is
+    zoomed back to the frame's size by `scale`, and whether the result is mirrored."""
+
+    scale: float
+    top: int
+    left: int
+    height: int
+    width: int
+    flipped: bool
 
 
 class TrainAugmentation:
@@ -90,28 +114,43 @@ class TrainAugmentation:
         self.flip, self.scales = flip, tuple(float(s) for s in scales)
         self.rules = dict(rules or {})
 
-    def _rule(self, key: str) -> FieldRule:
+    def rule(self, key: str) -> FieldRule:
         return self.rules.get(key, _DEFAULT_RULE)
 
+    def draw(self, height: int, width: int) -> View:
+        """The random view of a height x width frame: a scale, then (zoomed in) the crop's
+        top and left, then (with flips on) the flip, in this order from numpy's stream."""
+        scale = self.scales[np.random.randint(len(self.scales))]
+        top = left = 0
+        ch, cw = height, width
+        if scale != 1.0:
+            ch, cw = max(1, round(height / scale)), max(1, round(width / scale))
+            top, left = np.random.randint(height - ch + 1), np.random.randint(width - cw + 1)
+        flipped = bool(self.flip and np.random.random() < 0.5)
+        return View(scale, int(top), int(left), ch, cw, flipped)
+
     def __call__(self, frame: Frame) -> Frame:
-        frame = self._scale_crop(frame, self.scales[np.random.randint(len(self.scales))])
-        if self.flip and np.random.random() < 0.5:
-            frame = {k: self._rule(k).flip(v) for k, v in frame.items()}
+        view = self.draw(*frame["seg"].shape)
+        if view.scale != 1.0:
+            frame = self._scale_crop(frame, view)
+        if view.flipped:
+            frame = {k: self._flip(k, v) for k, v in frame.items()}
         return frame
 
-    def _scale_crop(self, frame: Frame, scale: float) -> Frame:
-        if scale == 1.0:
-            return frame
+    def _flip(self, key: str, array: np.ndarray) -> np.ndarray:
+        values = self.rule(key).flip_values
+        return mirror(array) if values is None else values(mirror(array))
+
+    def _scale_crop(self, frame: Frame, view: View) -> Frame:
         h, w = frame["seg"].shape
-        ch, cw = max(1, round(h / scale)), max(1, round(w / scale))
-        top, left = np.random.randint(h - ch + 1), np.random.randint(w - cw + 1)
-        crop = {k: v[top:top + ch, left:left + cw] for k, v in frame.items()}
-        image = crop["image"]
+        rows, cols = slice(view.top, view.top + view.height), slice(view.left,
+                                                                     view.left + view.width)
+        crop = {k: v[rows, cols] for k, v in frame.items()}
         out = {k: resize_nearest(v, h, w) for k, v in crop.items() if k != "image"}
-        out["image"] = cv2.resize(np.ascontiguousarray(image), (w, h),
+        out["image"] = cv2.resize(np.ascontiguousarray(crop["image"]), (w, h),
                                   interpolation=cv2.INTER_LINEAR)
         for key, value in out.items():
-            zoom = self._rule(key).zoom
+            zoom = self.rule(key).zoom
             if zoom is not None:
-                out[key] = zoom(value, scale)
+                out[key] = zoom(value, view.scale)
         return out

@@ -18,9 +18,12 @@ from xtask_mt.tasks.base import Batch, ConsistencyLoss, DirectLoss, Task
 _MIRROR_X = np.array([-1.0, 1.0, 1.0], np.float32)
 
 
-def _flip_normals(normal: np.ndarray) -> np.ndarray:
-    """Mirror an HxWx3 normal map left-right: the x component changes sign, y and z do not."""
-    return np.ascontiguousarray(normal[:, ::-1] * _MIRROR_X)
+def _negate_x(normal: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """The values of a mirrored normal map (HxWx3 array, or NxHxWx3 tensor on the device):
+    the x component changes sign, y and z do not."""
+    if isinstance(normal, torch.Tensor):
+        return normal * torch.as_tensor(_MIRROR_X, device=normal.device)
+    return normal * _MIRROR_X
 
 
 class Normal(Task):
@@ -70,7 +73,7 @@ class Normal(Task):
                 "consistency": NormalMetrics.CONSISTENCY_HIGHER_IS_BETTER}
 
     def field_rules(self, depth_scaling: str) -> dict[str, FieldRule]:
-        return {"normal": FieldRule(flip=_flip_normals)}  # a zoom keeps directions
+        return {"normal": FieldRule(flip_values=_negate_x)}  # a zoom keeps directions
 
     def disagreement(self, transferred: torch.Tensor, direct: torch.Tensor) -> torch.Tensor:
         """Angle in degrees between the transferred and the direct normals."""
