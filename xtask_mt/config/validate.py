@@ -14,6 +14,7 @@ from xtask_mt.config.build import (
     ARCHITECTURES,
     build_weighting,
     check_dataset_tasks,
+    check_device_cache,
     dataset_splits,
     transfer_edges,
 )
@@ -22,7 +23,8 @@ from xtask_mt.data.splits import TEST
 from xtask_mt.errors import ConfigError
 from xtask_mt.models import ENCODER_DEPTHS, TRANSFER_ARCHS
 from xtask_mt.runtime.distributed import STRATEGIES
-from xtask_mt.runtime.precision import PRECISIONS, needs_grad_scaler
+from xtask_mt.runtime.placement import PlacementSettings
+from xtask_mt.runtime.precision import COMPILE_MODES, PRECISIONS, needs_grad_scaler
 from xtask_mt.tasks import edge_name, get_task, registered_tasks
 
 DATASET_CLASSES = {"synthetic": (7,), "cityscapes": (7, 19), "nyuv2": (13,)}
@@ -120,11 +122,16 @@ def _check_values(problems: _Problems) -> None:
               "a positive integer divisible by 32 (the encoder downsamples 32x)")
     check("dataset.batch_size", _int_at_least(1), "an integer >= 1")
     check("dataset.num_workers", _int_at_least(0), "an integer >= 0")
+    if "device_cache" in cfg.dataset:  # configs saved before it existed lack it
+        check("dataset.device_cache", lambda v: isinstance(v, bool), "true or false")
+        problems.catch(lambda: check_device_cache(cfg))
     if cfg.dataset.name == "synthetic":
         for key in ("dataset.train_size", "dataset.val_size"):
             check(key, _int_at_least(1), "an integer >= 1")
     _check_optimisation(problems)
     _check_trainer(problems)
+    if cfg.get("placement") is not None:  # configs saved before placement existed lack it
+        problems.catch(lambda: PlacementSettings.from_config(cfg.placement))
     if cfg.logger.get("name") == "wandb":
         check("logger.mode", lambda v: v in TRACKING_MODES, f"one of {', '.join(TRACKING_MODES)}")
         check("logger.log_checkpoints", lambda v: isinstance(v, bool), "true or false")
@@ -198,6 +205,18 @@ def _check_trainer(problems: _Problems) -> None:
               f"a validation metric of this job: {', '.join(sorted(known))}")
     check("trainer.seed", _int_at_least(0), "an integer >= 0")
     check("trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {', '.join(PRECISIONS)}")
+    check("trainer.channels_last", lambda v: isinstance(v, bool) or v == "auto",
+          "true, false or auto")
+    check("trainer.sync_every", lambda v: v == "auto" or _int_at_least(1)(v),
+          "auto or an integer >= 1 (steps between the host's looks at the step results)")
+    if check("trainer.compile_mode", lambda v: v in COMPILE_MODES,
+             f"one of {', '.join(COMPILE_MODES)}") \
+            and cfg.trainer.get("compile_mode", "default") != "default" \
+            and cfg.trainer.get("compile_backend", "inductor") != "inductor":
+        problems.found.append(
+            f"trainer.compile_mode={cfg.trainer.compile_mode} is a mode of the inductor backend, "
+            f"not of compile_backend={cfg.trainer.compile_backend}; set "
+            "trainer.compile_backend=inductor or trainer.compile_mode=default")
     check("trainer.strategy", lambda v: v in STRATEGIES, f"one of {', '.join(STRATEGIES)}")
     check("trainer.keep_checkpoints", lambda v: v in KEEP_POLICIES,
           f"one of {', '.join(KEEP_POLICIES)} (what a finished job keeps of its checkpoints)")

@@ -171,10 +171,12 @@ def check_model_spec(path: Path, saved: dict[str, Any], current: dict[str, Any])
 RESUME_SAFE_KEYS = ("trainer.epochs", "trainer.resume", "trainer.progress_bar",
                     "trainer.skip_finished", "trainer.device", "trainer.val_every",
                     "trainer.val_at_start", "trainer.grad_stats_every", "trainer.compile",
-                    "trainer.compile_backend", "trainer.retain_host_memory",
+                    "trainer.compile_backend", "trainer.compile_mode", "trainer.sync_every",
+                    "trainer.channels_last", "trainer.retain_host_memory",
                     "trainer.strategy", "trainer.keep_checkpoints", "trainer.early_stopping",
                     "trainer.test_after_training", "trainer.profile", "logger", "dataset.root",
                     "dataset.num_workers", "dataset.cache", "dataset.cache_dir",
+                    "dataset.device_cache", "placement",
                     "dataset.prepared_dir", "paths", "tags", "extras")
 
 

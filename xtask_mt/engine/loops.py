@@ -10,10 +10,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from xtask_mt.engine.step import TrainingParts, train_step
+from xtask_mt.engine.step import NonFiniteWatch, TrainingParts, train_step
 from xtask_mt.losses import TaskObjective
 from xtask_mt.metrics import MetricCollection
-from xtask_mt.runtime.distributed import all_reduce_sum_, any_process
+from xtask_mt.runtime.distributed import all_reduce_sum_, any_process, is_distributed
 from xtask_mt.runtime.precision import StepOptions
 from xtask_mt.sample import to_device
 
@@ -64,10 +64,13 @@ def _means(state: dict[str, dict[str, float]]) -> dict[str, float]:
 class EpochSettings:
     """How an epoch runs: `first_step` numbers its steps globally; `skip_steps` batches are
     drawn but not trained on (resuming inside an epoch); `stop_requested` is polled after
-    every step, and when it turns true (on any process) the epoch ends early. `resumed`
-    holds the running sums of the skipped steps (EpochResult.partial of the stopped run),
-    given to one process only, so the epoch's means cover all of its steps. `max_steps`
-    ends the epoch after that many batches (trainer.limit_train_batches)."""
+    every step (under DDP every `sync_every` steps), and when it turns true (on any
+    process) the epoch ends early. `resumed` holds the running sums of the skipped steps
+    (EpochResult.partial of the stopped run), given to one process only, so the epoch's
+    means cover all of its steps. `max_steps` ends the epoch after that many batches
+    (trainer.limit_train_batches). `sync_every`: the host looks at the steps' results (the
+    non-finite check, the progress bar's loss) every this many steps and at the epoch's end,
+    so the steps between need not wait for the device (trainer.sync_every)."""
 
     description: str = "train"
     first_step: int = 0
@@ -77,6 +80,7 @@ class EpochSettings:
     stop_requested: Callable[[], bool] = lambda: False
     resumed: dict[str, dict[str, float]] | None = None
     max_steps: int | None = None
+    sync_every: int = 1
 
 
 @dataclass
@@ -108,6 +112,8 @@ def train_one_epoch(parts: TrainingParts, loader: Iterable,
     if s.skip_steps and s.skip_steps >= total:  # stopped after the epoch's last step
         return EpochResult(averages.result(), s.skip_steps)
     skipped = steps_done = 0
+    # one look every step (sync_every=1) is the immediate check inside train_step
+    watch = NonFiniteWatch(parts.options.device) if s.sync_every > 1 else None
     # the bar is closed before any error line is printed
     with tqdm(loader, desc=s.description, total=total, leave=False,
               disable=not s.progress_bar, dynamic_ncols=True) as bar:
@@ -116,23 +122,32 @@ def train_one_epoch(parts: TrainingParts, loader: Iterable,
             if i < s.skip_steps:
                 continue
             result = train_step(parts, to_device(batch, parts.options.device),
-                                s.first_step + i, skip_nonfinite=s.skip_nonfinite)
+                                s.first_step + i, skip_nonfinite=s.skip_nonfinite, watch=watch)
             if result.applied:
                 averages.add({**{f"loss_{k}": v for k, v in result.losses.terms.items()},
                               **{f"task_{k}": v for k, v in result.losses.tasks.items()},
                               "total": result.total})
                 if result.grad_stats is not None:
                     averages.add({f"grad_{k}": v for k, v in result.grad_stats.items()})
-                if s.progress_bar:
-                    bar.set_postfix(loss=f"{float(result.total.detach()):.4f}", refresh=False)
             else:
                 skipped += 1
-            if any_process(s.stop_requested()):
+            looks = steps_done % s.sync_every == 0
+            if looks:
+                if watch is not None:
+                    watch.check()
+                if s.progress_bar and result.applied:
+                    bar.set_postfix(loss=f"{float(result.total.detach()):.4f}", refresh=False)
+            # polling the flag is free in one process; under DDP it is a collective
+            if (looks or not is_distributed()) and any_process(s.stop_requested()):
+                if watch is not None:
+                    watch.check()  # a stopped epoch is saved: never one with a bad step
                 partial = averages.state()
                 return EpochResult(_means(partial), steps_done, skipped, stopped=True,
                                    partial=partial)
             if steps_done == total:
                 break
+    if watch is not None:
+        watch.check()
     return EpochResult(averages.result(), steps_done, skipped)
 
 

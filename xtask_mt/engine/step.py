@@ -31,14 +31,52 @@ class NonFiniteLossError(UserError):
     """A loss became NaN or inf; training stops rather than continue silently."""
 
 
-def raise_non_finite(losses: LossOutput, step: int) -> None:
-    """Raise NonFiniteLossError naming the step and the non-finite loss terms."""
-    values = {k: float(v.detach()) for k, v in losses.terms.items()}
-    bad = [k for k, v in values.items() if not math.isfinite(v)]
-    described = ", ".join(f"{k} = {values[k]}" for k in bad) or "total (task weighting)"
-    raise NonFiniteLossError(
+def _non_finite_error(step: int, terms: dict[str, float]) -> NonFiniteLossError:
+    bad = [k for k, v in terms.items() if not math.isfinite(v)]
+    described = ", ".join(f"{k} = {terms[k]}" for k in bad) or "total (task weighting)"
+    return NonFiniteLossError(
         f"non-finite loss at training step {step}: {described}. Lower optimizer.lr or check the "
         "data; the last good checkpoint is kept.")
+
+
+def raise_non_finite(losses: LossOutput, step: int) -> None:
+    """Raise NonFiniteLossError naming the step and the non-finite loss terms."""
+    raise _non_finite_error(step, {k: float(v.detach()) for k, v in losses.terms.items()})
+
+
+class NonFiniteWatch:
+    """Remembers on the device the first step whose total loss was not finite, with its loss
+    terms, so that the host need not look at every step: a look waits for the device (a
+    host sync), which would stall a GPU that runs ahead of the host. `check()` is that look;
+    the training loop calls it every trainer.sync_every steps and before anything is saved,
+    so a non-finite step still stops training with its number and no checkpoint of it."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.first_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.names: tuple[str, ...] = ()
+        self.values: torch.Tensor | None = None  # the loss terms of first_step
+
+    def record(self, step: int, losses: LossOutput, total: torch.Tensor) -> None:
+        """Note step `step` (device operations only)."""
+        new = (self.first_step < 0) & ~torch.isfinite(total.detach())
+        self.first_step = torch.where(new, step, self.first_step)
+        values = torch.stack([v.detach().float() for v in losses.terms.values()])
+        if self.values is None:
+            self.names, self.values = tuple(losses.terms), values
+        else:
+            self.values = torch.where(new, values, self.values)
+
+    def check(self) -> None:
+        """Raise NonFiniteLossError if a recorded step (on any process) was not finite."""
+        step = int(self.first_step)
+        if not any_process(step >= 0):
+            return
+        if step < 0:
+            raise NonFiniteLossError(
+                "non-finite loss on another process of this DDP job; its log names the step. "
+                "Lower optimizer.lr or check the data; the last good checkpoint is kept.")
+        values = self.values.tolist() if self.values is not None else []
+        raise _non_finite_error(step, dict(zip(self.names, values, strict=True)))
 
 
 @dataclass
@@ -55,6 +93,7 @@ class TrainingParts:
     scaler: torch.amp.GradScaler | None = None
     grad_stats_every: int = 0  # > 0: gradient diagnostics every this many steps
     distillation: Distillation | None = None  # method=kd4mtl
+    cuda_graphs: bool = False  # runner compiled with CUDA graphs (compile_mode=reduce-overhead)
 
     def losses(self, batch: dict[str, torch.Tensor], features: list[torch.Tensor],
                wants_features: bool = False) -> LossOutput:
@@ -148,14 +187,19 @@ def _untimed(_phase: str) -> contextlib.AbstractContextManager:
 
 
 def train_step(parts: TrainingParts, batch: dict[str, torch.Tensor], step: int,
-               skip_nonfinite: bool = False, timer: PhaseTimer = _untimed) -> StepResult:
+               skip_nonfinite: bool = False, timer: PhaseTimer = _untimed,
+               watch: NonFiniteWatch | None = None) -> StepResult:
     """Forward under autocast, losses in fp32, the weighting's backward, the update.
 
     A non-finite total (on any process) raises NonFiniteLossError, or with `skip_nonfinite`
-    drops the step's gradients, leaves the parameters untouched and returns applied=False.
+    drops the step's gradients, leaves the parameters untouched and returns applied=False;
+    both look at the loss now (a host sync). Given a `watch` (and no `skip_nonfinite`), the
+    step only records its total there and applies the update: no host sync in the step.
     Under DDP the model's gradients are averaged by DDP and the weighting's here.
     """
     p = parts
+    if p.cuda_graphs:  # the graphs may reuse the last step's output memory from here on
+        torch.compiler.cudagraph_mark_step_begin()
     p.optimizer.zero_grad(set_to_none=True)
     ctx = p.context(step)
     ctx.losses_after_step = _losses_after_step(p, batch)
@@ -171,9 +215,10 @@ def train_step(parts: TrainingParts, batch: dict[str, torch.Tensor], step: int,
             average_gradients_(p.distillation.loss.parameters())
     if diagnosed and ctx.task_jacobian is not None:  # the method's own task gradients
         stats = gradient_stats(p.weighting.tasks, ctx.task_jacobian)
-    # a non-finite task loss makes the total non-finite: one check (one host sync) a step
-    finite = not any_process(not torch.isfinite(total))
-    if not finite:
+    # a non-finite task loss makes the total non-finite: one check of the total
+    if watch is not None and not skip_nonfinite:
+        watch.record(step, losses, total)
+    elif any_process(not torch.isfinite(total)):  # a host sync
         if not skip_nonfinite:
             raise_non_finite(losses, step)
         p.optimizer.zero_grad(set_to_none=True)

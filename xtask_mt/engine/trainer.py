@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
@@ -26,6 +27,7 @@ from xtask_mt.config.build import (
     build_optimizer,
     build_scheduler,
     build_weighting,
+    cache_on_device,
     resolve_device,
     seed_everything,
 )
@@ -67,9 +69,12 @@ from xtask_mt.runtime.distributed import (
 from xtask_mt.runtime.host_memory import configure_host_memory
 from xtask_mt.runtime.precision import (
     StepOptions,
+    bf16_warning,
     maybe_compile,
     precision_name,
+    resolve_channels_last,
     to_channels_last,
+    uses_cuda_graphs,
 )
 from xtask_mt.runtime.preemption import StopRequest, TrainingInterrupted, signal_name
 from xtask_mt.tasks import get_task
@@ -256,7 +261,9 @@ def setup(cfg: DictConfig, output_dir: Path, ctx: DistributedContext) -> Run:
     seed_everything(int(t.seed))
     device = ctx.device
     options = StepOptions(device, precision_name(t.get("precision", "32")),
-                          bool(t.get("channels_last", False)))
+                          resolve_channels_last(t.get("channels_last", False), device))
+    if ctx.is_main and (warning := bf16_warning(options.precision, device)):
+        log.warning(warning)
     if not ctx.is_main:
         logging.getLogger("xtask_mt").setLevel(logging.WARNING)
     configure_host_memory(device, t)
@@ -268,6 +275,7 @@ def setup(cfg: DictConfig, output_dir: Path, ctx: DistributedContext) -> Run:
     train_loader = build_loader(cfg, train_set, True, ctx.rank, ctx.world_size, pin,
                                 shuffle=not overfit)
     val_loader = build_loader(cfg, val_set, False, ctx.rank, ctx.world_size, pin)
+    train_loader, val_loader = cache_on_device(cfg, device, train_loader, val_loader)
     num_classes = train_set.num_classes
     model = build_model(cfg, num_classes).to(device)
     if ctx.enabled and bool(t.get("sync_batchnorm", True)):
@@ -282,11 +290,12 @@ def setup(cfg: DictConfig, output_dir: Path, ctx: DistributedContext) -> Run:
         optimizer.add_param_group({"params": list(distillation.loss.parameters()),
                                    "lr": float(cfg.kd.adaptor_lr),
                                    "weight_decay": float(cfg.kd.adaptor_weight_decay)})
-    runner = maybe_compile(wrap_ddp(model, ctx), bool(t.get("compile", False)),
-                           str(t.get("compile_backend", "inductor")))
+    compiled, mode = bool(t.get("compile", False)), str(t.get("compile_mode", "default"))
+    runner = maybe_compile(wrap_ddp(model, ctx), compiled,
+                           str(t.get("compile_backend", "inductor")), mode)
     parts = TrainingParts(runner, model, build_objective(cfg), weighting, optimizer, options,
                           options.grad_scaler(), int(t.get("grad_stats_every", 0)),
-                          distillation)
+                          distillation, cuda_graphs=compiled and uses_cuda_graphs(mode, device))
     log.info("training on %s x %d process(es), precision %s%s: %d train / %d val samples, "
              "%d classes, %.1fM parameters", device, ctx.world_size, options.precision,
              ", channels-last" if options.channels_last else "", len(train_set), len(val_set),
@@ -349,6 +358,15 @@ def save(run: Run, names: tuple[str, ...]) -> None:
         save_checkpoint(run.checkpoint_dir / name, payload)
 
 
+def resolve_sync_every(value: Any, device: torch.device) -> int:
+    """trainer.sync_every: a count, or auto: every step on a CPU (whose steps run in order
+    with the host, so a look costs nothing), every 50 steps on a GPU (where each look
+    stalls the host until the device has caught up)."""
+    if str(value) == "auto":
+        return 1 if device.type == "cpu" else 50
+    return int(value)
+
+
 def _interrupted(run: Run, signum: int | None, where: str) -> TrainingInterrupted:
     return TrainingInterrupted(
         signum or 15, f"stopped by {signal_name(signum)} {where}; checkpoint written to "
@@ -372,7 +390,8 @@ def train_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
         description=f"epoch {epoch}/{epochs}", first_step=(epoch - 1) * steps,
         skip_steps=progress.step_in_epoch, skip_nonfinite=bool(t.skip_nonfinite),
         progress_bar=run.progress_bar, stop_requested=lambda: stop.requested,
-        resumed=progress.partial_epoch if run.ctx.is_main else None, max_steps=steps))
+        resumed=progress.partial_epoch if run.ctx.is_main else None, max_steps=steps,
+        sync_every=resolve_sync_every(t.get("sync_every", 1), p.options.device)))
     progress.skipped_nonfinite += result.skipped_nonfinite
     if result.stopped:  # even after the epoch's last step: validation waits for the resume
         progress.step_in_epoch = result.steps_done

@@ -84,6 +84,11 @@ def all_reduce_sum_(tensors: Iterable[torch.Tensor]) -> None:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
 
 
+def is_distributed() -> bool:
+    """True inside a DDP job (a process group is set up)."""
+    return dist.is_initialized()
+
+
 def any_process(flag: bool) -> bool:
     """True if `flag` is true on any process, so all ranks take the same branch together."""
     if not dist.is_initialized():
