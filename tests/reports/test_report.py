@@ -194,3 +194,14 @@ def test_the_hydra_files_w_and_b_keeps_of_a_job_are_no_job(sweep: Path) -> None:
                                          .read_text())
     assert sorted(r.job for r in load_sweep(sweep)) == sorted(
         p.name for p in sweep.iterdir() if (p / ".hydra").is_dir())
+
+
+def test_a_job_killed_while_hydra_wrote_its_config_is_listed_as_incomplete(
+        sweep: Path, capsys) -> None:
+    job = sweep / "10" / ".hydra"
+    (job / "config.yaml").write_text("loss:\n  alpha: 0.01\n  gamma: [0.1, ")
+    (job / "overrides.yaml").write_text("- encoder=resnet18\n- 'loss.alpha=0.")
+    assert main([str(sweep)]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines()
+               if line.startswith("| 10 |"))
+    assert "| incomplete |" in row and "unreadable .hydra/config.yaml" in row

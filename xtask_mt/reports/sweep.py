@@ -20,7 +20,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from xtask_mt.reports.job_dirs import find_job_dirs, natural_key
 from xtask_mt.reports.pareto import pareto_markdown, write_pareto_plot
@@ -66,19 +67,32 @@ def headline_columns(jobs: list[JobRecord]) -> tuple[str, ...]:
                  for name in get_task(task).headline_metrics if f"val/{name}" in present)
 
 
+def _hydra_file(job_dir: Path, name: str, rec: JobRecord) -> DictConfig | ListConfig | None:
+    """The job's .hydra/<name>, None when absent or cut short (a job killed while Hydra wrote
+    it): one such job must not stop the report, which notes the file in the job's row."""
+    path = job_dir / ".hydra" / name
+    if not path.is_file():
+        return None
+    try:
+        return OmegaConf.load(path)
+    except yaml.YAMLError:
+        rec.error = "; ".join(filter(None, (rec.error, f"unreadable .hydra/{name}")))
+        return None
+
+
 def load_job(sweep_dir: Path, job_dir: Path) -> JobRecord:
     """Status, overrides and metrics of one job; a job with neither job.json nor metrics.json
     is still running or was killed (`incomplete`)."""
     rec = JobRecord(job=str(job_dir.relative_to(sweep_dir)), status="incomplete")
-    overrides_file = job_dir / ".hydra" / "overrides.yaml"
-    if overrides_file.is_file():
-        rec.overrides = [str(o) for o in OmegaConf.load(overrides_file)]
+    overrides = _hydra_file(job_dir, "overrides.yaml", rec)
+    if overrides is not None:
+        rec.overrides = [str(o) for o in overrides]
     status_file = job_dir / "job.json"
     if status_file.is_file():
         status = json.loads(status_file.read_text())
         rec.status = status.get("status", rec.status)
         rec.overrides = list(status.get("overrides", rec.overrides))
-        rec.error = status.get("error", "")
+        rec.error = "; ".join(filter(None, (status.get("error", ""), rec.error)))
     metrics_file = job_dir / "metrics.json"
     if metrics_file.is_file():
         summary = json.loads(metrics_file.read_text())
@@ -87,9 +101,8 @@ def load_job(sweep_dir: Path, job_dir: Path) -> JobRecord:
         rec.history = list(summary.get("history", []))
         if rec.status == "incomplete":
             rec.status = "finished"
-    config_file = job_dir / ".hydra" / "config.yaml"
-    if config_file.is_file():
-        config = OmegaConf.load(config_file)
+    config = _hydra_file(job_dir, "config.yaml", rec)
+    if config is not None:
         loss = config.get("loss", {})
         rec.alpha, rec.gamma = loss.get("alpha"), loss.get("gamma")
         rec.objectives = tuple(OmegaConf.select(config, "search.objectives", default=None)
