@@ -3,6 +3,8 @@ metrics.json and the tracker; a dataset without a test split is refused up front
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from helpers.config import TINY, compose_config
@@ -54,3 +56,23 @@ def test_dataset_without_a_test_split_is_refused():
     with pytest.raises(ConfigError, match="trainer.test_after_training=true but "
                                           "dataset=synthetic has only the train, val splits"):
         validate_config(cfg)
+
+
+def test_an_empty_synthetic_test_split_is_refused_before_training():
+    cfg = compose_config(["trainer.test_after_training=true", "dataset.test_size=0"])
+    with pytest.raises(ConfigError, match="invalid config value dataset.test_size=0: expected "
+                                          "an integer >= 1"):
+        validate_config(cfg)
+
+
+def test_a_failing_test_keeps_the_trained_jobs_metrics_and_checkpoints(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("test loader broke")
+
+    monkeypatch.setattr("xtask_mt.engine.trainer.test_best_checkpoint", broken)
+    with pytest.raises(RuntimeError, match="test loader broke"):
+        train(compose_config(SHRUNK + ["trainer.epochs=1"]), tmp_path)
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert "val/miou" in summary["final"] and summary["best_epoch"] == 1
+    assert summary["test_error"] == "RuntimeError: test loader broke" and "test" not in summary
+    assert (tmp_path / "checkpoints" / "last.pt").is_file()  # the test can run again

@@ -254,6 +254,9 @@ def _check_debug_and_extras(problems: _Problems) -> None:
             f"trainer.test_after_training=true but dataset={cfg.dataset.name} has only the "
             f"{', '.join(splits)} splits (Cityscapes and NYUv2 ship no labelled test split); "
             "set trainer.test_after_training=false, or evaluate the val split with evaluate.py")
+    elif cfg.trainer.get("test_after_training") is True and cfg.dataset.name == "synthetic":
+        check("dataset.test_size", _int_at_least(1),
+              "an integer >= 1 (trainer.test_after_training=true tests on it after training)")
 
 
 def _check_method(problems: _Problems) -> None:

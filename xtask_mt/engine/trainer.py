@@ -237,8 +237,7 @@ def _train_holding_the_folder(cfg: DictConfig, output_dir: Path, ctx: Distribute
                     break
                 train_epoch(run, epoch, stop)
         if bool(t.get("test_after_training", False)):
-            test_epoch, run.test = test_best_checkpoint(cfg, run.parts, run.num_classes,
-                                                        run.checkpoint_dir, ctx, run.progress_bar)
+            test_epoch, run.test = _test_keeping_metrics(run)
             run.tracker.log(run.test, step=run.progress.epoch)
             log.info("test split, weights of epoch %d  %s", test_epoch,
                      _format(run.test, cfg.model.tasks, prefix="test"))
@@ -491,8 +490,23 @@ def _log_samples(run: Run, epoch: int) -> None:
         step=epoch)
 
 
-def finish(run: Run) -> dict[str, Any]:
-    """The summary metrics.json holds, written by rank 0."""
+def _test_keeping_metrics(run: Run) -> tuple[int, dict[str, float]]:
+    """test_best_checkpoint; should it fail, the trained job's figures still land in
+    metrics.json (with `test_error`) and its checkpoints stay, so that
+    trainer.skip_finished=false resumes at the end and only tests again."""
+    try:
+        return test_best_checkpoint(run.cfg, run.parts, run.num_classes, run.checkpoint_dir,
+                                    run.ctx, run.progress_bar)
+    except Exception as exc:
+        if run.ctx.is_main:
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            write_json_atomic(run.output_dir / "metrics.json",
+                              {**_summary(run), "test_error": error})
+        raise
+
+
+def _summary(run: Run) -> dict[str, Any]:
+    """What metrics.json holds."""
     t, progress = run.cfg.trainer, run.progress
     summary = {"final": progress.final, "best": progress.best, "best_epoch": progress.best_epoch,
                "monitor": str(t.monitor), "monitor_mode": str(t.monitor_mode),
@@ -506,6 +520,13 @@ def finish(run: Run) -> dict[str, Any]:
     if run.test:
         summary["test"] = run.test
     summary["tags"] = list(run.cfg.get("tags") or [])
+    return summary
+
+
+def finish(run: Run) -> dict[str, Any]:
+    """The summary metrics.json holds, written by rank 0."""
+    t, progress = run.cfg.trainer, run.progress
+    summary = _summary(run)
     if run.ctx.is_main:
         write_json_atomic(run.output_dir / "metrics.json", summary)
         for done in prune_finished(run.checkpoint_dir, run.keep):
