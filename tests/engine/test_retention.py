@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from xtask_mt.engine.checkpoint import CheckpointError, load_checkpoint
 from xtask_mt.engine.evaluate_run import EvalOptions, evaluate_run
+from xtask_mt.engine.job_config import FinishedJobError
 from xtask_mt.engine.retention import checkpoints_to_write, resolve_keep_policy
 from xtask_mt.engine.trainer import train
 
@@ -58,7 +59,7 @@ def test_best_weights_resumes_an_interrupted_job_then_keeps_only_the_best_weight
     assert result["metrics"]["val/miou"] == pytest.approx(summary["best"]["val/miou"], rel=1e-5)
     longer = compose_config([*RUN, "trainer.keep_checkpoints=best_weights",
                              "trainer.skip_finished=false", "trainer.epochs=3"])
-    with pytest.raises(CheckpointError, match="last.pt was not kept"):
+    with pytest.raises(FinishedJobError, match="last.pt was not kept"):
         train(longer, tmp_path)  # not silently trained again from scratch
     again = compose_config([*RUN, f"trainer.resume={tmp_path / 'checkpoints' / 'best.pt'}"])
     with pytest.raises(CheckpointError, match="best weights only"):

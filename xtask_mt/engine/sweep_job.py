@@ -24,8 +24,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from xtask_mt.config.build import resolve_device
 from xtask_mt.engine.checkpoint import write_atomic, write_json_atomic
+from xtask_mt.engine.job_config import (
+    FinishedJobError,
+    keep_finished_copy,
+    restore_finished_copy,
+)
 from xtask_mt.engine.trainer import RunDirBusyError, train
-from xtask_mt.errors import UserError
 from xtask_mt.runtime.placement import SLOTS_DIR, GpuSlots, HeldSlot, PlacementSettings
 from xtask_mt.runtime.preemption import TrainingInterrupted
 
@@ -61,7 +65,7 @@ def finished_summary(output_dir: Path, overrides: list[str]) -> dict[str, Any] |
     if status.is_file():
         recorded = json.loads(status.read_text()).get("overrides", [])
         if _relevant(recorded) != _relevant(overrides):
-            raise UserError(
+            raise FinishedJobError(
                 f"{output_dir} already holds a finished job with other overrides "
                 f"({' '.join(recorded) or 'none'}; this job: {' '.join(overrides) or 'none'}). "
                 "Its results are kept: run this sweep with a new hydra.sweep.dir, or set "
@@ -187,21 +191,24 @@ def run_training_job(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     output_dir = Path(output_dir)
     overrides = job_overrides()
     tags = [str(tag) for tag in cfg.get("tags") or []]
-    if cfg.trainer.get("skip_finished", True):
-        summary = finished_summary(output_dir, overrides)
-        if summary is not None:
-            log.info("%s already finished (metrics.json present): skipped. Delete it or set "
-                     "trainer.skip_finished=false to train again.", output_dir)
-            return summary
-    _adapt_to_joblib(cfg, output_dir)
-    _threads_from_launcher()
     record: dict[str, Any] = {"overrides": overrides, "tags": tags}
     try:
+        if cfg.trainer.get("skip_finished", True):
+            summary = finished_summary(output_dir, overrides)
+            if summary is not None:
+                log.info("%s already finished (metrics.json present): skipped. Delete it or "
+                         "set trainer.skip_finished=false to train again.", output_dir)
+                return summary
+        _adapt_to_joblib(cfg, output_dir)
+        _threads_from_launcher()
         with _gpu_slot(cfg, output_dir) as held:
             record.update(_where(cfg, held))
             summary = train(cfg, output_dir)
     except RunDirBusyError:
         raise  # the folder is another live job's: write nothing into it
+    except FinishedJobError:
+        restore_finished_copy(output_dir)  # the folder stays the finished job's
+        raise
     except BaseException as exc:
         output_dir.mkdir(parents=True, exist_ok=True)
         interrupted = isinstance(exc, KeyboardInterrupt | TrainingInterrupted)
@@ -211,4 +218,5 @@ def run_training_job(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:500]})
         raise
     write_json_atomic(output_dir / STATUS_FILE, {"status": "finished", **record})
+    keep_finished_copy(output_dir)
     return summary

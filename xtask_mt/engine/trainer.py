@@ -50,6 +50,7 @@ from xtask_mt.engine.checkpoint import (
 from xtask_mt.engine.distillation import build_distillation
 from xtask_mt.engine.early_stopping import EarlyStopping, beats
 from xtask_mt.engine.final_test import checkpoints_for_epoch, test_best_checkpoint
+from xtask_mt.engine.job_config import FinishedJobError, read_job_config, restore_job_config
 from xtask_mt.engine.loops import EpochSettings, evaluate, train_one_epoch
 from xtask_mt.engine.profiling import profiled
 from xtask_mt.engine.retention import prune_finished, resolve_keep_policy
@@ -107,7 +108,7 @@ def resume_checkpoint_path(resume: Any, output_dir: Path) -> Path | None:
     if str(resume) == "auto":
         last = output_dir / "checkpoints" / "last.pt"
         if not last.is_file() and (output_dir / "metrics.json").is_file():
-            raise CheckpointError(
+            raise FinishedJobError(
                 f"{output_dir} holds a finished job whose last.pt was not kept "
                 "(trainer.keep_checkpoints), so it cannot train on; keep_checkpoints=all keeps "
                 "it, or start afresh with trainer.resume=false")
@@ -185,29 +186,12 @@ def _train(cfg: DictConfig, output_dir: Path, ctx: DistributedContext) -> dict[s
         for folder in (output_dir, output_dir / "checkpoints"):
             for stale in remove_stale_temp_files(folder):
                 log.info("removed %s, left by an interrupted write", stale)
-    job_config = _read_job_config(output_dir) if ctx.is_main else {}
+    job_config = read_job_config(output_dir) if ctx.is_main else {}
     try:
         with lock:
             return _train_holding_the_folder(cfg, output_dir, ctx)
     finally:
-        _restore_job_config(job_config)
-
-
-def _read_job_config(output_dir: Path) -> dict[Path, bytes]:
-    """The job's .hydra/*.yaml as Hydra wrote them when this process started."""
-    return {p: p.read_bytes() for p in sorted((output_dir / ".hydra").glob("*.yaml"))}
-
-
-def _restore_job_config(saved: dict[Path, bytes]) -> None:
-    """Put back this job's .hydra/*.yaml if a refused second process overwrote them (Hydra
-    writes them before the job can take the folder's lock)."""
-    for path, text in saved.items():
-        try:
-            if path.read_bytes() == text:
-                continue
-        except OSError:
-            pass
-        write_atomic(path, lambda f, text=text: f.write(text))
+        restore_job_config(job_config)
 
 
 def _train_holding_the_folder(cfg: DictConfig, output_dir: Path, ctx: DistributedContext

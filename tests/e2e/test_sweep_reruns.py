@@ -1,0 +1,65 @@
+"""Re-running a sweep into folders that hold finished jobs: a refused job leaves the finished
+job's files (.hydra/*.yaml, job.json) as they were, so evaluate.py and the report still read
+it; failing jobs in batches of one do not stop the sweep."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers.config import ROOT
+from helpers.sweep_settings import tiny_overrides
+
+from xtask_mt.reports.sweep import load_sweep
+
+pytestmark = pytest.mark.slow
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled",
+           "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, script, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def job_files(job: Path) -> dict[str, bytes]:
+    """What a re-run must not change: the job's .hydra/*.yaml and job.json."""
+    return {p.name: p.read_bytes() for p in [*(job / ".hydra").glob("*.yaml"), job / "job.json"]}
+
+
+def finished_sweep(sweep: Path, *args: str) -> Path:
+    done = run("train.py", "-m", *tiny_overrides(), "loss.alpha=0.1", *args,
+               f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return sweep / "0"
+
+
+def test_a_rerun_with_other_overrides_is_refused_and_leaves_the_finished_jobs_files(
+        tmp_path: Path) -> None:
+    job = finished_sweep(tmp_path / "sweep")
+    before = job_files(job)
+    refused = run("train.py", "-m", *tiny_overrides(), "loss.alpha=0.2",
+                  f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert refused.returncode != 0
+    assert "already holds a finished job with other overrides" in refused.stderr
+    assert job_files(job) == before
+    evaluated = run("evaluate.py", f"run={job}", "wandb=none")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+
+
+def test_retraining_a_finished_job_without_last_pt_is_refused_and_it_stays_finished(
+        tmp_path: Path) -> None:
+    job = finished_sweep(tmp_path / "sweep")
+    assert not (job / "checkpoints" / "last.pt").exists()  # a sweep keeps best weights only
+    before = job_files(job)
+    refused = run("train.py", "-m", *tiny_overrides(), "loss.alpha=0.1",
+                  "trainer.skip_finished=false", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert refused.returncode != 0
+    assert "holds a finished job whose last.pt was not kept" in refused.stderr
+    assert job_files(job) == before
+    assert json.loads((job / "job.json").read_text())["status"] == "finished"
+    assert [r.status for r in load_sweep(tmp_path / "sweep")] == ["finished"]
