@@ -63,3 +63,17 @@ def test_retraining_a_finished_job_without_last_pt_is_refused_and_it_stays_finis
     assert job_files(job) == before
     assert json.loads((job / "job.json").read_text())["status"] == "finished"
     assert [r.status for r in load_sweep(tmp_path / "sweep")] == ["finished"]
+
+
+def test_a_failing_job_in_batches_of_one_does_not_stop_the_sweep(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    done = run("train.py", "-m", *tiny_overrides(), "optimizer.lr=-1,1e-4",
+               "hydra.sweeper.max_batch_size=1", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 1
+    assert json.loads((sweep / "0" / "job.json").read_text())["status"] == "failed"
+    assert json.loads((sweep / "1" / "job.json").read_text())["status"] == "finished"
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"error: 1 of 2 jobs failed: {sweep / '0'}: ConfigError: invalid config value "
+        "optimizer.lr=-1: expected a positive number. Each failed job's job.json holds its error; "
+        "the same command again re-runs the failed jobs and skips the finished ones")
