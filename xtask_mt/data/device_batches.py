@@ -105,7 +105,7 @@ def _bilinear(images: torch.Tensor, samples: torch.Tensor, rows: AxisTaps,
 def _where(flags: Sequence[bool], device: torch.device) -> torch.Tensor | None:
     """Positions of the true `flags`, or None when there are none."""
     chosen = [i for i, flag in enumerate(flags) if flag]
-    return torch.tensor(chosen, device=device) if chosen else None
+    return upload(np.asarray(chosen, dtype=np.int64), device) if chosen else None
 
 
 def apply_views(split: DeviceSplit, samples: torch.Tensor, views: Sequence[View],
@@ -123,7 +123,7 @@ def apply_views(split: DeviceSplit, samples: torch.Tensor, views: Sequence[View]
     maps["image"] = _bilinear(split.fields["image"], samples, rows, cols)
     zoomed = _where([v.scale != 1.0 for v in views], device)
     flipped = _where([v.flipped for v in views], device)
-    scales = torch.tensor([v.scale for v in views], dtype=torch.float32, device=device)
+    scales = upload(np.asarray([v.scale for v in views], dtype=np.float32), device)
     for key, value in maps.items():
         rule = augmentation.rule(key)
         if rule.zoom is not None and zoomed is not None:
@@ -139,7 +139,7 @@ def to_sample(maps: Maps) -> Maps:
     stacked): normalised (B, 3, H, W) image, int64 labels, masked (B, 1, H, W) depth."""
     image = maps["image"]
     image = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
-    mean, std = (torch.from_numpy(a).to(image.device) for a in (IMAGENET_MEAN, IMAGENET_STD))
+    mean, std = (upload(a, image.device) for a in (IMAGENET_MEAN, IMAGENET_STD))
     mask = maps["depth_mask"]
     sample = {"image": ((image - mean) / std).permute(0, 3, 1, 2).contiguous(),
               "seg": maps["seg"].long(),

@@ -12,10 +12,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from xtask_mt.data.device_batches import apply_views, to_sample
+from xtask_mt.data.device_batches import apply_views, to_sample, upload
 from xtask_mt.data.device_split import DeviceSplit
 from xtask_mt.data.transforms import TrainAugmentation
 
@@ -53,7 +54,7 @@ class DeviceLoader:
         order = list(self.sampler)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             indices = order[start:start + self.batch_size]
-            samples = torch.tensor(indices, device=self.split.device)
+            samples = upload(np.asarray(indices, dtype=np.int64), self.split.device)
             if self.augmentation is None:
                 maps = {k: v[samples] for k, v in self.split.fields.items()}
             else:

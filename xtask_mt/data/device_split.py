@@ -88,13 +88,20 @@ def load_split(dataset: FrameSource, device: torch.device) -> DeviceSplit:
     dtypes = {k: _stored_dtype(v) for k, v in first.items()}
     need = n * sum(v.size * dtypes[k].itemsize for k, v in first.items())
     free = free_memory(device)
-    if free is not None and need > free:
-        raise ConfigError(
+
+    def does_not_fit(free_bytes: float) -> ConfigError:
+        return ConfigError(
             f"dataset.device_cache=true: {_describe(dataset)} takes {need / 2**30:.2f} GiB but "
-            f"{device} has {free / 2**30:.2f} GiB free; set dataset.device_cache=false (batches "
-            "from DataLoader workers) or lower dataset.height/width")
-    fields = {k: torch.empty((n, *v.shape), dtype=dtypes[k], device=device)
-              for k, v in first.items()}
+            f"{device} has {free_bytes / 2**30:.2f} GiB free; set dataset.device_cache=false "
+            "(batches from DataLoader workers) or lower dataset.height/width")
+
+    if free is not None and need > free:
+        raise does_not_fit(free)
+    try:  # jobs packed on one GPU may all have seen the same free memory
+        fields = {k: torch.empty((n, *v.shape), dtype=dtypes[k], device=device)
+                  for k, v in first.items()}
+    except torch.OutOfMemoryError:
+        raise does_not_fit(free_memory(device) or 0) from None
     prepared = getattr(dataset, "prepared", None)
     for start in range(0, n, _CHUNK):
         stop = min(start + _CHUNK, n)

@@ -131,7 +131,9 @@ def train_one_epoch(parts: TrainingParts, loader: Iterable,
                     averages.add({f"grad_{k}": v for k, v in result.grad_stats.items()})
             else:
                 skipped += 1
-            looks = steps_done % s.sync_every == 0
+            # the epoch's last step is a look too: under DDP a stop then comes before the
+            # epoch's validation and checkpoints
+            looks = steps_done % s.sync_every == 0 or steps_done == total
             if looks:
                 if watch is not None:
                     watch.check()

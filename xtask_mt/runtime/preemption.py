@@ -53,7 +53,8 @@ class StopRequest:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # Ctrl-C twice: the user does not want to wait
         if self.signum is None:
-            log.warning("received %s: stopping after the current step", signal_name(signum))
+            log.warning("received %s: stopping after the current step (under DDP within "
+                        "trainer.sync_every steps)", signal_name(signum))
         self.signum = signum
 
     @property

@@ -21,8 +21,8 @@ _MIRROR_X = np.array([-1.0, 1.0, 1.0], np.float32)
 def _negate_x(normal: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     """The values of a mirrored normal map (HxWx3 array, or NxHxWx3 tensor on the device):
     the x component changes sign, y and z do not."""
-    if isinstance(normal, torch.Tensor):
-        return normal * torch.as_tensor(_MIRROR_X, device=normal.device)
+    if isinstance(normal, torch.Tensor):  # no host array copied to the device
+        return torch.cat((-normal[..., :1], normal[..., 1:]), dim=-1)
     return normal * _MIRROR_X
 
 
