@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from xtask_mt.engine.search import objective_directions
 from xtask_mt.errors import UserError
@@ -29,11 +29,12 @@ def sqlite_file(folder: str, name: str) -> str:
 
 # for conf/hparams_search/optuna.yaml: storage: ${sqlite_file:${hydra.sweep.dir},optuna.db}
 OmegaConf.register_new_resolver("sqlite_file", sqlite_file, replace=True)
-def _objective_directions(objectives: list[str]) -> list[str]:
-    """objective_directions for the Optuna sweeper's config; a wrong objective ends the command
-    with one line (the sweeper resolves it before any job, outside exit_on_user_error)."""
+def _objective_directions(objectives: list[str], *, _root_: DictConfig) -> list[str]:
+    """objective_directions for the Optuna sweeper's config, checked against the metrics the
+    job reports; a wrong objective ends the command with one line (the sweeper resolves it
+    before any job, outside exit_on_user_error)."""
     try:
-        return objective_directions(objectives)
+        return objective_directions(objectives, _root_)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -256,3 +256,24 @@ def test_a_two_objective_search_and_the_report_agree_on_the_pareto_front(
                                                         r.best["val/abs_err"]]) for r in front)
     written = write_report(sweep)
     assert "## Pareto front" in written["markdown"].read_text() and "pareto" in written
+
+
+def test_an_objective_the_job_does_not_report_is_refused_before_any_trial(
+        tmp_path: Path) -> None:
+    """val/normal_mean on a two-task job: one line naming it and what the job reports, exit
+    2, no trial; an edge's consistency metric is accepted as an objective."""
+    sweep = tmp_path / "pareto"
+    refused = run_train("-cd", "sweeps", "-cn", "optuna_pareto", *tiny_overrides(),
+                        "search.objectives=[val/miou,val/normal_mean]",
+                        "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}")
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    line = refused.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: search.objectives: val/normal_mean is not a validation "
+                           "metric of this job")
+    assert "val/consistency_seg_to_depth" in line and "Traceback" not in refused.stderr
+    assert not (sweep / "0").exists()
+    accepted = run_train("-cd", "sweeps", "-cn", "optuna_pareto", *tiny_overrides(),
+                         "search.objectives=[val/miou,val/consistency_seg_to_depth]",
+                         "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={tmp_path / 'ok'}")
+    assert accepted.returncode == 0, accepted.stderr[-2000:]
+    assert json.loads((tmp_path / "ok" / "0" / "job.json").read_text())["status"] == "finished"

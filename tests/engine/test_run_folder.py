@@ -6,12 +6,18 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from types import SimpleNamespace
 
 import pytest
 from helpers.config import TINY, compose_config
 
 from xtask_mt.engine import checkpoint, trainer
-from xtask_mt.engine.checkpoint import DiskFullError, load_checkpoint, write_json_atomic
+from xtask_mt.engine.checkpoint import (
+    DiskFullError,
+    load_checkpoint,
+    save_checkpoint,
+    write_json_atomic,
+)
 from xtask_mt.engine.trainer import RUN_LOCK, RunDirBusyError, train
 from xtask_mt.locks import FileLock
 
@@ -101,3 +107,25 @@ def test_a_full_disk_is_one_error_naming_the_file_and_keeps_the_old_one(tmp_path
         write_json_atomic(target, {"epoch": 2})
     assert target.read_text() == '{\n  "epoch": 1\n}'
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+@pytest.mark.parametrize("free", [1024, 10 * 2**30])
+def test_a_full_disk_that_torch_reports_without_an_errno_is_the_same_one_error(
+        tmp_path, monkeypatch, free):
+    """torch's zip writer raises a RuntimeError on a full disk: with next to nothing free it
+    is a DiskFullError, the previous file kept; with space free it stays what it is."""
+    target = tmp_path / "best.pt"
+    save_checkpoint(target, {"epoch": 1})
+
+    def torch_zip_writer_fails(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(checkpoint.torch, "save", torch_zip_writer_fails)
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage",
+                        lambda folder: SimpleNamespace(free=free))
+    expected = (DiskFullError, "disk full while writing .*the previous best.pt is kept") \
+        if free < 2**20 else (RuntimeError, "unexpected pos")
+    with pytest.raises(expected[0], match=expected[1]):
+        save_checkpoint(target, {"epoch": 2})
+    assert load_checkpoint(target)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from helpers.config import TINY, compose_config
 from omegaconf import OmegaConf
 
 from xtask_mt.engine.search import objective_directions, search_result
@@ -13,19 +14,31 @@ from xtask_mt.errors import ConfigError
 SUMMARY = {"best": {"val/miou": 0.4, "val/abs_err": 0.2}, "final": {"val/miou": 0.3}}
 
 
+THREE_TASKS = compose_config(TINY + ["model.tasks=[seg,depth,normal]"])
+
+
 def test_directions_follow_each_metric() -> None:
-    assert objective_directions(["val/miou", "val/abs_err", "val/normal_within_11"]) == [
-        "maximize", "minimize", "maximize"]
+    assert objective_directions(["val/miou", "val/abs_err", "val/normal_within_11"],
+                                THREE_TASKS) == ["maximize", "minimize", "maximize"]
+    assert objective_directions(["val/miou", "val/consistency_seg_to_depth"],
+                                compose_config(TINY)) == ["maximize", "minimize"]
 
 
 @pytest.mark.parametrize("objectives, message", [
-    (["val/miou", "val/miuo"], "val/miuo is not a validation metric"),
+    (["val/miou", "val/miuo"], "val/miuo is not a validation metric of this job"),
+    (["val/miou", "val/normal_mean"], "val/normal_mean is not a validation metric"),
+    (["val/miou", "val/consistency"], "val/consistency is not a validation metric"),
     (["val/miou"], "two or more"),
     (["val/miou", "val/miou"], "two or more different"),
 ])
-def test_bad_objectives_are_refused(objectives: list[str], message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        objective_directions(objectives)
+def test_objectives_the_job_cannot_report_are_refused(objectives: list[str],
+                                                       message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as refused:
+        objective_directions(objectives, compose_config(TINY))
+    if "not a validation metric" in message:  # the list offered holds what the job reports
+        offered = str(refused.value).split("choose from ")[1].split(", ")
+        assert "val/consistency_seg_to_depth" in offered and "val/consistency" not in offered
+        assert "val/normal_mean" not in offered
 
 
 def test_single_objective_returns_the_best_monitor_value() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -63,12 +64,31 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
+        full = _out_of_space(exc, path.parent)  # before the temp file frees its space
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if full:
             kept = f"the previous {path.name} is kept" if path.exists() else "nothing was kept"
-            raise DiskFullError(f"disk full while writing {path} ({exc.strerror}); {kept}. "
+            reason = getattr(exc, "strerror", None) or "no space left on device"
+            raise DiskFullError(f"disk full while writing {path} ({reason}); {kept}. "
                                 "Free some space and run the same command again") from exc
         raise
+
+
+_NEARLY_FULL = 64 * 2**20  # bytes free under which a failed write is put down to the disk
+
+
+def _out_of_space(exc: BaseException, folder: Path) -> bool:
+    """Whether a failed write ran out of space: ENOSPC or EDQUOT, or an error while the disk
+    has next to nothing free (torch's zip writer reports a full disk as a RuntimeError
+    without the errno)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if not isinstance(exc, OSError | RuntimeError):
+        return False
+    try:
+        return shutil.disk_usage(folder).free < _NEARLY_FULL
+    except OSError:
+        return False
 
 
 def remove_stale_temp_files(folder: Path) -> list[Path]:

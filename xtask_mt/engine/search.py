@@ -11,25 +11,22 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from xtask_mt.config.validate import validation_metric_names
 from xtask_mt.errors import ConfigError
-from xtask_mt.tasks import get_task, higher_is_better, registered_tasks
+from xtask_mt.tasks import higher_is_better
 
 
-def validation_metric_names() -> list[str]:
-    """`val/<metric>` for every metric the registered tasks declare."""
-    return sorted({f"val/{name}" for task in registered_tasks()
-                   for name in get_task(task).metric_directions})
-
-
-def objective_directions(objectives: Sequence[str]) -> list[str]:
+def objective_directions(objectives: Sequence[str], cfg: DictConfig) -> list[str]:
     """Optuna's direction (maximize / minimize) of each objective metric, as its task
-    declares it; an unknown name or fewer than two objectives is a ConfigError."""
+    declares it; a metric the job `cfg` does not report (another task's, an edge it lacks, a
+    typo) or fewer than two objectives is a ConfigError, before any trial runs."""
     names = [str(o) for o in objectives]
-    known = validation_metric_names()
+    known = sorted(validation_metric_names(cfg))
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ConfigError(f"search.objectives: {', '.join(unknown)} is not a validation "
-                          f"metric; choose from {', '.join(known)}")
+                          f"metric of this job (model.tasks={list(cfg.model.tasks)}); choose "
+                          f"from {', '.join(known)}")
     if len(names) < 2 or len(set(names)) != len(names):
         raise ConfigError(f"search.objectives={names}: give two or more different metrics "
                           "(a single objective is trainer.monitor with hparams_search=optuna)")
