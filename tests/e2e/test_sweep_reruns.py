@@ -77,3 +77,25 @@ def test_a_failing_job_in_batches_of_one_does_not_stop_the_sweep(tmp_path: Path)
         f"error: 1 of 2 jobs failed: {sweep / '0'}: ConfigError: invalid config value "
         "optimizer.lr=-1: expected a positive number. Each failed job's job.json holds its error; "
         "the same command again re-runs the failed jobs and skips the finished ones")
+
+
+def test_a_job_that_stopped_early_trains_on_with_a_larger_patience(tmp_path: Path) -> None:
+    """Patience 1 with a min_delta nothing beats stops after epoch 2 of 4; the same sweep
+    with patience 3 resumes the job (not refused as another job) and trains it to the end,
+    metrics.json counting every epoch; the same patience again skips it."""
+    sweep = tmp_path / "sweep"
+    common = ["trainer.epochs=4", "trainer.early_stopping.min_delta=10",
+              "trainer.keep_checkpoints=all"]
+    job = finished_sweep(sweep, *common, "trainer.early_stopping.patience=1")
+    stopped = json.loads((job / "metrics.json").read_text())
+    assert stopped["stopped_early"] == 2 and stopped["epochs_run"] == [1, 2]
+    again = run("train.py", "-m", *tiny_overrides(), "loss.alpha=0.1", *common,
+                "trainer.early_stopping.patience=3", f"hydra.sweep.dir={sweep}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    trained_on = json.loads((job / "metrics.json").read_text())
+    assert trained_on["epochs_run"] == [1, 2, 3, 4] and "stopped_early" not in trained_on
+    assert [h["epoch"] for h in trained_on["history"]] == [1, 2, 3, 4]
+    status = json.loads((job / "job.json").read_text())
+    assert status["status"] == "finished"
+    assert "trainer.early_stopping.patience=3" in status["overrides"]
+    assert "lets it train on" in (job / "train.log").read_text()

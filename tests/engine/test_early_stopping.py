@@ -40,6 +40,6 @@ def test_resumed_run_carries_on_counting_under_the_current_patience(tmp_path):
     assert "stopped_early" not in first  # one stale validation, then the last epoch
     impatient = train(compose_config(NEVER_IMPROVES + [
         "trainer.epochs=5", "trainer.early_stopping.patience=1"]), tmp_path)
-    assert impatient["epochs_run"] == [] and impatient["stopped_early"] == 2
+    assert impatient["epochs_run"] == [1, 2] and impatient["stopped_early"] == 2
     resumed = train(compose_config(NEVER_IMPROVES + ["trainer.epochs=5"]), tmp_path)
-    assert resumed["epochs_run"] == [3] and resumed["stopped_early"] == 3
+    assert resumed["epochs_run"] == [1, 2, 3] and resumed["stopped_early"] == 3  # every resume

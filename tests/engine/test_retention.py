@@ -47,7 +47,7 @@ def test_best_weights_resumes_an_interrupted_job_then_keeps_only_the_best_weight
     full = (tmp_path / "checkpoints" / "best.pt").stat().st_size
     monkeypatch.undo()
     summary = train(cfg, tmp_path)
-    assert summary["epochs_run"] == [2]
+    assert summary["epochs_run"] == [1, 2]  # epoch 1 before the stop, 2 after the resume
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.pt"]
     best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
     assert set(best) >= {"model", "config", "model_spec"} and "optimizer" not in best

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from xtask_mt.config.build import resolve_device
 from xtask_mt.engine.checkpoint import write_atomic, write_json_atomic
+from xtask_mt.engine.early_stopping import EarlyStopping
 from xtask_mt.engine.job_config import (
     FinishedJobError,
     keep_finished_copy,
@@ -50,27 +51,47 @@ def job_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def _relevant(overrides: list[str]) -> list[str]:
-    return sorted(o for o in overrides
-                  if not o.lstrip("+~").split("=")[0].startswith(_NEUTRAL_OVERRIDES))
+# Overrides of how long a job trains: a job that stopped early trains on when they let it.
+_LENGTH_OVERRIDES = ("trainer.early_stopping",)
 
 
-def finished_summary(output_dir: Path, overrides: list[str]) -> dict[str, Any] | None:
+def _relevant(overrides: list[str], also_ignored: tuple[str, ...] = ()) -> list[str]:
+    ignored = _NEUTRAL_OVERRIDES + also_ignored
+    return sorted(o for o in overrides if not o.lstrip("+~").split("=")[0].startswith(ignored))
+
+
+def trains_on(summary: dict[str, Any], cfg: DictConfig | None) -> bool:
+    """Whether a job that stopped early (`summary`, its metrics.json) would not stop under
+    `cfg`'s early stopping (a larger patience, or none), so a re-run resumes it."""
+    if cfg is None or summary.get("stopped_early") is None:
+        return False
+    stale = int(summary.get("stale_validations", 0))
+    return stale > 0 and not EarlyStopping.from_config(cfg.trainer).should_stop(stale)
+
+
+def finished_summary(output_dir: Path, overrides: list[str],
+                     cfg: DictConfig | None = None) -> dict[str, Any] | None:
     """metrics.json of a job that already finished in `output_dir` with the same overrides,
-    None if nothing finished there; an error if a different job finished there."""
+    None if nothing finished there or if it stopped early and `cfg` lets it train on; an
+    error if a different job finished there."""
     metrics = output_dir / "metrics.json"
     if not metrics.is_file():
         return None
     status = output_dir / STATUS_FILE
     if status.is_file():
         recorded = json.loads(status.read_text()).get("overrides", [])
-        if _relevant(recorded) != _relevant(overrides):
+        if _relevant(recorded, _LENGTH_OVERRIDES) != _relevant(overrides, _LENGTH_OVERRIDES):
             raise FinishedJobError(
                 f"{output_dir} already holds a finished job with other overrides "
                 f"({' '.join(recorded) or 'none'}; this job: {' '.join(overrides) or 'none'}). "
                 "Its results are kept: run this sweep with a new hydra.sweep.dir, or set "
                 "trainer.skip_finished=false to overwrite them.")
-    return json.loads(metrics.read_text())
+    summary = json.loads(metrics.read_text())
+    if trains_on(summary, cfg):
+        log.info("%s stopped early after epoch %d; trainer.early_stopping now lets it train on",
+                 output_dir, summary["stopped_early"])
+        return None
+    return summary
 
 
 def _adapt_to_joblib(cfg: DictConfig, output_dir: Path) -> None:
@@ -194,7 +215,7 @@ def run_training_job(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     record: dict[str, Any] = {"overrides": overrides, "tags": tags}
     try:
         if cfg.trainer.get("skip_finished", True):
-            summary = finished_summary(output_dir, overrides)
+            summary = finished_summary(output_dir, overrides, cfg)
             if summary is not None:
                 log.info("%s already finished (metrics.json present): skipped. Delete it or "
                          "set trainer.skip_finished=false to train again.", output_dir)

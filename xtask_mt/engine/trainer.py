@@ -99,6 +99,7 @@ class Progress:
     skipped_nonfinite: int = 0
     partial_epoch: dict[str, dict[str, float]] = field(default_factory=dict)  # running sums
     stale_validations: int = 0     # validations in a row without improvement (early stopping)
+    epochs_run: list[int] = field(default_factory=list)  # epochs trained, over every resume
 
 
 def resume_checkpoint_path(resume: Any, output_dir: Path) -> Path | None:
@@ -136,7 +137,6 @@ class Run:
     tracker: Tracker = field(default_factory=Tracker)
     val_metrics: MetricCollection | None = None  # the last validation's accumulator
     progress: Progress = field(default_factory=Progress)
-    epochs_run: list[int] = field(default_factory=list)
     keep: str = "all"  # trainer.keep_checkpoints, resolved (see engine.retention)
     initial: dict[str, float] = field(default_factory=dict)
     train_stats: dict[str, float] = field(default_factory=dict)
@@ -404,7 +404,7 @@ def train_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
             {"epoch": epoch, "epoch_time_s": logged["epoch_time_s"],
              **{k: v for k, v in logged.items() if k.startswith(("train/", "val/"))}})
     progress.epoch = epoch
-    run.epochs_run.append(epoch)
+    progress.epochs_run.append(epoch)
     # last.pt, which says where training stands, is written last: a kill while best.pt is
     # written leaves last.pt at the previous epoch, which the resumed job trains again
     testing = bool(t.get("test_after_training", False))
@@ -495,12 +495,14 @@ def _summary(run: Run) -> dict[str, Any]:
     summary = {"final": progress.final, "best": progress.best, "best_epoch": progress.best_epoch,
                "monitor": str(t.monitor), "monitor_mode": str(t.monitor_mode),
                "epochs": int(t.epochs), "train": run.train_stats, "history": progress.history,
-               "epochs_run": run.epochs_run, "skipped_nonfinite": progress.skipped_nonfinite}
+               "epochs_run": progress.epochs_run,
+               "skipped_nonfinite": progress.skipped_nonfinite}
     if run.initial:
         summary["initial"] = run.initial
     if EarlyStopping.from_config(t).should_stop(progress.stale_validations) \
             and progress.epoch < int(t.epochs):
         summary["stopped_early"] = progress.epoch
+        summary["stale_validations"] = progress.stale_validations  # judged again on a re-run
     if run.test:
         summary["test"] = run.test
     summary["tags"] = list(run.cfg.get("tags") or [])
