@@ -33,7 +33,7 @@ from xtask_mt.config.build import (
 )
 from xtask_mt.config.schedules import restore_lr_schedule
 from xtask_mt.config.tree import TREE_FILE, config_tree
-from xtask_mt.config.validate import validate_config
+from xtask_mt.config.validate import validate_config, validation_metric_names
 from xtask_mt.data.splits import TRAIN, VAL
 from xtask_mt.engine.batch_limits import train_batches, val_batches
 from xtask_mt.engine.checkpoint import (
@@ -423,13 +423,27 @@ def _validation_figures(run: Run) -> dict[str, float]:
                     max_batches=val_batches(run.cfg.trainer, len(run.val_loader)))
 
 
+class NoValidPixelsError(UserError):
+    """The data leave a metric nothing to measure: no valid pixel of its task in a split."""
+
+
 def validate(run: Run, epoch: int, logged: dict[str, float]) -> bool:
     """Validate, add the figures to `logged` and record a new best; returns whether this
     epoch is the best so far by trainer.monitor."""
     progress, monitor = run.progress, str(run.cfg.trainer.monitor)
     progress.final = {f"val/{k}": v for k, v in _validation_figures(run).items()}
     logged.update(progress.final)
+    unmeasured = sorted(validation_metric_names(run.cfg) - set(progress.final))
+    if unmeasured:  # a task with no valid pixel in the split (e.g. all-zero normals)
+        log.warning("epoch %d: %s not measured: the validation split has no valid pixel of "
+                    "their task; check its ground truth under dataset.root", epoch,
+                    ", ".join(unmeasured))
     value = progress.final.get(monitor)
+    if value is None and monitor in unmeasured:
+        raise NoValidPixelsError(
+            f"trainer.monitor={monitor} cannot be measured: the validation split has no valid "
+            "pixel of its task (all of its ground truth is marked invalid, e.g. all-zero "
+            "normals); check the data under dataset.root")
     if value is None:
         raise ConfigError(f"trainer.monitor={monitor!r} is not among the validation metrics "
                           f"{sorted(progress.final)}")
