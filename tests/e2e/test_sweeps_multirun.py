@@ -271,9 +271,28 @@ def test_an_objective_the_job_does_not_report_is_refused_before_any_trial(
     assert line.startswith("error: search.objectives: val/normal_mean is not a validation "
                            "metric of this job")
     assert "val/consistency_seg_to_depth" in line and "Traceback" not in refused.stderr
-    assert not (sweep / "0").exists()
+    assert not list(sweep.glob("*/job.json"))
     accepted = run_train("-cd", "sweeps", "-cn", "optuna_pareto", *tiny_overrides(),
                          "search.objectives=[val/miou,val/consistency_seg_to_depth]",
                          "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={tmp_path / 'ok'}")
     assert accepted.returncode == 0, accepted.stderr[-2000:]
-    assert json.loads((tmp_path / "ok" / "0" / "job.json").read_text())["status"] == "finished"
+    statuses = [json.loads(p.read_text())["status"] for p in (tmp_path / "ok").glob("*/job.json")]
+    assert statuses == ["finished"]
+
+
+def test_a_search_whose_every_trial_fails_ends_with_one_line(tmp_path: Path) -> None:
+    """optimizer.lr=-1 fails every trial: each is recorded FAIL in the study and in its
+    job.json, and the command ends with one line (exit 1), not Optuna's traceback."""
+    import optuna
+
+    sweep = tmp_path / "optuna"
+    done = run_train("hparams_search=optuna", *tiny_overrides(), "optimizer.lr=-1",
+                     "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}")
+    assert done.returncode == 1, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no trial of study 'alpha_gamma' completed: the 2 trials")
+    assert "Record does not exist" not in done.stderr
+    status = [json.loads(p.read_text())["status"] for p in sweep.glob("*/job.json")]
+    assert status == ["failed", "failed"]
+    study = optuna.load_study(study_name="alpha_gamma", storage=f"sqlite:///{sweep}/optuna.db")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2

@@ -8,7 +8,7 @@ import pytest
 from helpers.config import TINY, compose_config
 from omegaconf import OmegaConf
 
-from xtask_mt.engine.search import objective_directions, search_result
+from xtask_mt.engine.search import UnmeasuredObjectiveError, objective_directions, search_result
 from xtask_mt.errors import ConfigError
 
 SUMMARY = {"best": {"val/miou": 0.4, "val/abs_err": 0.2}, "final": {"val/miou": 0.3}}
@@ -52,3 +52,16 @@ def test_objectives_return_the_best_checkpoints_values() -> None:
     cfg = OmegaConf.create({"trainer": {"monitor": "val/miou"},
                             "search": {"objectives": ["val/abs_err", "val/miou"]}})
     assert search_result(cfg, SUMMARY) == [0.2, 0.4]
+
+
+def test_an_objective_without_a_value_fails_the_trial() -> None:
+    """A NaN handed to Optuna among several values ends the whole search; the job fails
+    instead, which the study records as a failed trial."""
+    cfg = OmegaConf.create({"trainer": {"monitor": "val/miou"},
+                            "search": {"objectives": ["val/abs_err", "val/rmse"]}})
+    with pytest.raises(UnmeasuredObjectiveError, match="val/rmse has no value"):
+        search_result(cfg, SUMMARY)
+    cfg.search.objectives = ["val/abs_err", "val/miou"]
+    nan = {"best": {"val/miou": math.nan, "val/abs_err": 0.2}}
+    with pytest.raises(UnmeasuredObjectiveError, match="val/miou has no value"):
+        search_result(cfg, nan)

@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from xtask_mt.config.validate import validation_metric_names
-from xtask_mt.errors import ConfigError
+from xtask_mt.errors import ConfigError, UserError
 from xtask_mt.tasks import higher_is_better
 
 
@@ -33,10 +33,23 @@ def objective_directions(objectives: Sequence[str], cfg: DictConfig) -> list[str
     return ["maximize" if higher_is_better(n) else "minimize" for n in names]
 
 
+class UnmeasuredObjectiveError(UserError):
+    """A trial's objective came out NaN: the trial fails (FAIL in the study), the search goes
+    on; a NaN told to Optuna as a value would end the whole search instead."""
+
+
 def search_result(cfg: DictConfig, summary: dict[str, Any]) -> float | list[float]:
-    """The value(s) `train.py` returns: one float, or one per `search.objectives`."""
+    """The value(s) `train.py` returns: one float, or one per `search.objectives`; an
+    objective without a number (not reported, or NaN) fails the job, so a search records
+    the trial as failed."""
     best = summary.get("best", {})
     objectives = OmegaConf.select(cfg, "search.objectives", default=None)
     if not objectives:
         return float(best.get(str(cfg.trainer.monitor), math.nan))
-    return [float(best.get(str(name), math.nan)) for name in objectives]
+    values = [float(best.get(str(name), math.nan)) for name in objectives]
+    unmeasured = [str(n) for n, v in zip(objectives, values, strict=True) if math.isnan(v)]
+    if unmeasured:
+        raise UnmeasuredObjectiveError(
+            f"search.objectives: {', '.join(unmeasured)} has no value at the kept checkpoint "
+            "(not measured, or NaN): the trial is recorded as failed")
+    return values
