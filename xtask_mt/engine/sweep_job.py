@@ -101,8 +101,7 @@ def _adapt_to_joblib(cfg: DictConfig, output_dir: Path) -> None:
     settings really used in the job's .hydra/config.yaml."""
     if not HydraConfig.initialized():
         return
-    target = str(HydraConfig.get().launcher.get("_target_", ""))
-    if "joblib" not in target.lower():
+    if "joblib" not in _launcher_target().lower():
         return
     log.info("hydra/launcher=joblib: %d torch thread(s) in this job (joblib caps each "
              "worker's threads at the CPU count / n_jobs)", torch.get_num_threads())
@@ -136,9 +135,8 @@ def _threads_from_launcher() -> None:
     oversubscribe it. Use that many threads."""
     if not HydraConfig.initialized():
         return
-    launcher = HydraConfig.get().launcher
-    cpus = launcher.get("cpus_per_task") if "submitit" in str(
-        launcher.get("_target_", "")).lower() else None
+    cpus = HydraConfig.get().launcher.get("cpus_per_task") \
+        if "submitit" in _launcher_target().lower() else None
     if cpus:
         torch.set_num_threads(int(cpus))
         log.info("hydra.launcher.cpus_per_task=%d: %d torch threads in this job", int(cpus),
