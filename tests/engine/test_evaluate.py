@@ -201,3 +201,17 @@ def test_command_line_prints_the_table(run_dir):
         env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
     assert "mIoU (%)" in done.stdout and "ms/image (batch 1)" in done.stdout
+
+
+@pytest.mark.parametrize(("policy", "checkpoint", "said"), [
+    ("none", "best", "ran with trainer.keep_checkpoints=none"),
+    ("best_weights", "last", "removes last.pt when it finishes; evaluate checkpoint=best"),
+    ("all", "best", "checkpoint .* does not exist")])
+def test_a_checkpoint_the_job_did_not_keep_is_explained_by_its_keep_policy(
+        tmp_path: Path, policy: str, checkpoint: str, said: str) -> None:
+    cfg = compose_config([*TINY, f"trainer.keep_checkpoints={policy}"])
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")
+    error = EvaluationError if policy != "all" else CheckpointError
+    with pytest.raises(error, match=said):
+        evaluate_run(run=tmp_path, checkpoint=checkpoint)

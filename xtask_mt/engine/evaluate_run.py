@@ -202,6 +202,25 @@ def predict(model: nn.Module, loader: Any, objective: TaskObjective, metrics: Me
     return collected
 
 
+def _explain_missing(run: Path, ckpt_path: Path) -> None:
+    """Say why a run has no such checkpoint when its trainer.keep_checkpoints is the cause:
+    a search trial keeps none, a sweep job only best.pt's weights."""
+    config = run / ".hydra" / "config.yaml"
+    if not config.is_file():
+        return
+    policy = str(OmegaConf.select(OmegaConf.load(config), "trainer.keep_checkpoints",
+                                  default="all"))
+    if policy == "none":
+        raise EvaluationError(
+            f"{ckpt_path} does not exist: this job ran with trainer.keep_checkpoints=none (a "
+            "search trial's default) and kept no checkpoint once it finished; train it again "
+            "with its overrides (.hydra/overrides.yaml) and trainer.keep_checkpoints=all")
+    if ckpt_path.name == "last.pt" and policy in ("best_weights", "auto"):
+        raise EvaluationError(
+            f"{ckpt_path} does not exist: a job with trainer.keep_checkpoints={policy} (in a "
+            "sweep: best_weights) removes last.pt when it finishes; evaluate checkpoint=best")
+
+
 def _resolve(run: str | Path | None, ckpt: str | Path | None, checkpoint: str,
              overrides: Sequence[str]) -> tuple[Path, Path, dict[str, Any], DictConfig]:
     """(run dir, checkpoint path, checkpoint payload, config) from `run` and/or `ckpt`."""
@@ -210,6 +229,8 @@ def _resolve(run: str | Path | None, ckpt: str | Path | None, checkpoint: str,
     if checkpoint not in ("best", "last"):
         raise EvaluationError(f"checkpoint={checkpoint!r}: use best or last (or ckpt=<file>)")
     ckpt_path = Path(ckpt) if ckpt is not None else Path(run) / "checkpoints" / f"{checkpoint}.pt"
+    if ckpt is None and not ckpt_path.exists():
+        _explain_missing(Path(run), ckpt_path)
     payload = load_checkpoint(ckpt_path)
     if run is not None:
         return Path(run), ckpt_path, payload, load_run_config(Path(run), overrides)
