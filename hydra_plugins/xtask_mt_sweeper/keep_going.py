@@ -9,7 +9,6 @@ line naming the failed jobs (exit 1); each job's job.json holds its error. A sto
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -18,11 +17,10 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from xtask_mt.errors import UserError
+from hydra_plugins.xtask_mt_sweeper.job_returns import describe, log_if_bug
 
-log = logging.getLogger(__name__)
 _LISTED = 3  # failed jobs named in the final line; the rest are counted
 
 
@@ -43,17 +41,6 @@ class _HoldFailures:
         return [r for r in results if r.status != JobStatus.FAILED]
 
 
-def _job_dir(job: JobReturn) -> str:
-    output_dir = OmegaConf.select(job.hydra_cfg or {}, "hydra.runtime.output_dir")
-    return str(output_dir) if output_dir else " ".join(job.overrides or [])
-
-
-def _describe(job: JobReturn) -> str:
-    error = job._return_value
-    text = f"{type(error).__name__}: {error}".splitlines()[0]
-    return f"{_job_dir(job)}: {text}"
-
-
 class KeepGoingSweeper(BasicSweeper):
     """BasicSweeper whose failed jobs end the command only after the last batch."""
 
@@ -68,10 +55,9 @@ class KeepGoingSweeper(BasicSweeper):
         failed = self.held.failed
         if not failed:
             return returns
-        for job in failed:  # a bug's traceback is kept; a user error is its one line
-            if not isinstance(job._return_value, UserError):
-                log.error("job %s failed", _job_dir(job), exc_info=job._return_value)
-        listed = "; ".join(_describe(job) for job in failed[:_LISTED])
+        for job in failed:
+            log_if_bug(job)
+        listed = "; ".join(describe(job) for job in failed[:_LISTED])
         more = f" (and {len(failed) - _LISTED} more)" if len(failed) > _LISTED else ""
         print(f"error: {len(failed)} of {self.held.launched} jobs failed: {listed}{more}. "
               "Each failed job's job.json holds its error; the same command again re-runs the "
