@@ -228,14 +228,20 @@ def test_a_search_whose_every_trial_fails_ends_with_one_line(tmp_path: Path) -> 
 
 def test_the_failure_budget_stops_the_search_and_keeps_the_finished_trials(
         tmp_path: Path) -> None:
-    """10 trials of which about half are refused (loss.alpha=2.0 fails validation), budget 3:
-    the search stops right after the third failure with one line naming the failed trials,
-    exit 1; the study keeps every trial it ran, the completed ones with their values."""
+    """10 trials of which every other one is refused (loss.alpha=2.0 fails validation; the
+    points are enqueued in the study, so the order is known), budget 3: the search stops
+    right after the third failure with one line naming the failed trials, exit 1; the study
+    keeps every trial it ran, the completed ones with their values."""
     sweep = tmp_path / "optuna"
+    sweep.mkdir()
+    study = optuna.create_study(study_name="alpha_gamma", direction="maximize",
+                                storage=f"sqlite:///{sweep}/optuna.db")
+    for alpha in [0.01, 2.0] * 5:
+        study.enqueue_trial({"loss.alpha": alpha})
     done = run_train("hparams_search=optuna", *tiny_overrides(), "hydra.sweeper.n_trials=10",
-                     "hydra/sweeper/sampler=random", "hydra.sweeper.max_failures=3",
-                     'hydra.sweeper.params={loss.alpha:"choice(0.01,2.0)",'
-                     'loss.gamma:"choice(0.01)"}', f"hydra.sweep.dir={sweep}")
+                     "hydra.sweeper.max_failures=3", "loss.gamma=0.01",
+                     "loss.alpha=choice(0.01,2.0)",
+                     f"hydra.sweep.dir={sweep}")
     assert done.returncode == 1, done.stderr[-3000:]
     line = done.stderr.strip().splitlines()[-1]
     assert line.startswith("error: the failure budget of study 'alpha_gamma' is spent "
@@ -243,8 +249,9 @@ def test_the_failure_budget_stops_the_search_and_keeps_the_finished_trials(
     assert "Traceback" not in done.stderr
     study = optuna.load_study(study_name="alpha_gamma", storage=f"sqlite:///{sweep}/optuna.db")
     states = [t.state for t in study.trials]
-    assert states.count(optuna.trial.TrialState.FAIL) == 3 and len(states) < 10
-    assert states[-1] == optuna.trial.TrialState.FAIL  # it stopped at the third failure
+    ran = states[:6]  # the 4 trials after the third failure stay WAITING in the queue
+    assert ran == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL] * 3
+    assert set(states[6:]) == {optuna.trial.TrialState.WAITING}
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     for trial in failed:  # each named, with its folder and the reason
         assert f"trial {trial.number} (" in line
@@ -272,11 +279,11 @@ def test_a_studied_parameter_searched_another_way_is_refused_before_any_trial(
         distributions={"loss.alpha": optuna.distributions.FloatDistribution(
             1e-5, 0.3, log=True)}))
     done = run_train("hparams_search=optuna", *tiny_overrides(), "hydra.sweeper.n_trials=1",
-                     "hydra.sweeper.params.loss.alpha=interval(0.0,0.3)",
+                     "loss.alpha=interval(0.0,0.3)",
                      f"hydra.sweep.dir={sweep}")
     assert done.returncode == 2, done.stderr[-3000:]
     line = done.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: hydra.sweeper.params: loss.alpha=interval(0.0, 0.3) cannot "
+    assert line.startswith("error: search space: loss.alpha=interval(0.0, 0.3) cannot "
                            "continue study 'alpha_gamma', whose trials sampled loss.alpha as "
                            "tag(log, interval(1e-05, 0.3))")
     assert "Traceback" not in done.stderr

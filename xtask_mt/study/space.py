@@ -108,7 +108,7 @@ def check_against_study(space: Space, study: Study) -> None:
             check_distribution_compatibility(seen[name], wanted)
         except ValueError as exc:
             raise ConfigError(
-                f"hydra.sweeper.params: {name}={describe(wanted)} cannot continue study "
+                f"search space: {name}={describe(wanted)} cannot continue study "
                 f"{study.study_name!r}, whose trials sampled {name} as {describe(seen[name])} "
                 f"({exc}); search it as the study did, or start another study "
                 "(hydra.sweeper.study_name or another hydra.sweep.dir)") from None
