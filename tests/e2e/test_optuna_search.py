@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -308,3 +309,32 @@ def test_a_storage_that_cannot_be_opened_is_one_line(tmp_path: Path, storage: st
     assert line.startswith(f"error: {named}cannot open the study's database")
     assert "Traceback" not in done.stderr and "secret" not in done.stderr
     assert not list(tmp_path.glob("sweep/*/job.json"))
+
+
+def test_a_search_stopped_by_a_signal_leaves_no_trial_running(tmp_path: Path) -> None:
+    """SIGTERM during the first trial: the job saves its checkpoint and the search ends
+    (exit 143); the study records the trial as failed and interrupted, not RUNNING, and the
+    failure budget does not count it."""
+    sweep = tmp_path / "optuna"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+           "WANDB_MODE": "offline"}
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", "hparams_search=optuna",
+         *tiny_overrides(**{"trainer.epochs": 3, "dataset.train_size": 24}),
+         "hydra.sweeper.n_trials=2", "hydra.sweeper.max_failures=1", f"hydra.sweep.dir={sweep}"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list(sweep.glob("0_*/checkpoints/last.pt")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-2000:]
+    trials = optuna.load_study(study_name="alpha_gamma",
+                               storage=f"sqlite:///{sweep}/optuna.db").trials
+    assert [(t.state, t.user_attrs.get("interrupted")) for t in trials] == [
+        (optuna.trial.TrialState.FAIL, True)]
+    # the same command again is not stopped by the budget of one failure
+    again = run_train("hparams_search=optuna", *tiny_overrides(), "hydra.sweeper.n_trials=1",
+                      "hydra.sweeper.max_failures=1", f"hydra.sweep.dir={sweep}")
+    assert again.returncode == 0, again.stderr[-2000:]
