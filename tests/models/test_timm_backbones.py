@@ -193,20 +193,27 @@ def test_training_saves_and_resumes(tmp_path, backbone):
 @pytest.mark.slow
 def test_compiled_timm_model_matches_eager():
     """torch.compile of the whole model with a timm trunk (aot_eager: graph capture and
-    autograd without C++ code generation, which takes minutes on 2 cores)."""
+    autograd without C++ code generation, which takes minutes on 2 cores): its gradients
+    are as close to an fp64 reference as eager fp32's (fp32 rounding differs with the order
+    of operations, and the BatchNorms over the 1x2 deepest maps amplify it)."""
     parts, batch, model = _parts(_cfg("convnext_atto"))
 
-    def gradients(net):
+    def gradients(net, batch):
         net.zero_grad(set_to_none=True)
         sum(parts.objective(net(batch["image"]), batch).tasks.values()).backward()
-        return {n.removeprefix("_orig_mod."): p.grad.clone()
+        return {n.removeprefix("_orig_mod."): p.grad.clone().double()
                 for n, p in net.named_parameters()}
 
-    eager = gradients(model)
-    compiled = gradients(maybe_compile(copy.deepcopy(model), True, backend="aot_eager"))
+    def distance(a, b):
+        return (sum(float((a[k] - b[k]).norm() ** 2) for k in b)
+                / sum(float(b[k].norm() ** 2) for k in b)) ** 0.5
+
+    double = {k: v.double() if v.is_floating_point() else v for k, v in batch.items()}
+    reference = gradients(copy.deepcopy(model).double(), double)
+    eager = gradients(model, batch)
+    compiled = gradients(maybe_compile(copy.deepcopy(model), True, backend="aot_eager"), batch)
     assert compiled.keys() == eager.keys()
-    for name, grad in eager.items():
-        torch.testing.assert_close(compiled[name], grad, rtol=1e-3, atol=1e-5, msg=name)
+    assert distance(compiled, reference) < 3 * distance(eager, reference) + 1e-6
 
 
 # --- pretrained weights -------------------------------------------------------------------
