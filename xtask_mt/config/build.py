@@ -45,6 +45,7 @@ from xtask_mt.models import (
 )
 from xtask_mt.models.adamtnet import build_adamtnet
 from xtask_mt.models.mtan import build_mtan
+from xtask_mt.models.timm_encoder import TimmEncoder
 from xtask_mt.tasks import Task, edge_name, get_task
 from xtask_mt.weighting import TaskWeighting
 
@@ -220,14 +221,68 @@ def transfer_edges(cfg: DictConfig) -> list[tuple[str, str]]:
     return [(str(source), str(target)) for source, target in m.transfer.edges]
 
 
+def encoder_library(encoder: DictConfig) -> str:
+    """Where the `encoder` group's trunk comes from: 'timm' (encoder=timm) or 'torchvision'
+    (the ResNets, and configs saved before timm backbones existed)."""
+    return str(encoder.get("library", "torchvision"))
+
+
+def _optional_list(value: Any) -> list | None:
+    return None if value is None else list(value)
+
+
+def encoder_spec(encoder: DictConfig) -> dict[str, Any]:
+    """The encoder settings a checkpoint's weights depend on."""
+    if encoder_library(encoder) != "timm":
+        return {"encoder.depth": int(encoder.depth)}
+    kwargs = encoder.get("model_kwargs")
+    return {"encoder.library": "timm", "encoder.name": str(encoder.name),
+            "encoder.img_size": _optional_list(encoder.get("img_size")),
+            "encoder.out_indices": _optional_list(encoder.get("out_indices")),
+            "encoder.model_kwargs": OmegaConf.to_container(kwargs) if kwargs else {}}
+
+
+def without_pretrained_weights(cfg: DictConfig) -> DictConfig:
+    """A copy of `cfg` whose encoder starts from random weights: for a model whose weights
+    come from a checkpoint, so that rebuilding it reads no weights file and waits on no
+    network."""
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.encoder.pretrained = False
+        cfg.encoder.weights_path = None
+    return cfg
+
+
+def build_encoder(cfg: DictConfig) -> nn.Module:
+    """The `encoder` group's trunk: a torchvision ResNet or any timm backbone, each giving
+    `channels` and `strides` of the maps it returns (shallowest first)."""
+    e = cfg.encoder
+    if encoder_library(e) != "timm":
+        return ResNetEncoder(depth=int(e.depth), pretrained=bool(e.pretrained),
+                             weights_path=e.get("weights_path"))
+    kwargs = e.get("model_kwargs")
+    encoder = TimmEncoder(str(e.name), pretrained=bool(e.pretrained),
+                          weights_path=e.get("weights_path"),
+                          img_size=_optional_list(e.get("img_size")),
+                          out_indices=_optional_list(e.get("out_indices")),
+                          model_kwargs=OmegaConf.to_container(kwargs) if kwargs else None)
+    deepest = max(encoder.strides)
+    height, width = int(cfg.dataset.height), int(cfg.dataset.width)
+    if height % deepest or width % deepest:
+        raise ConfigError(f"encoder.name={e.name} downsamples {deepest}x (its feature strides "
+                          f"are {list(encoder.strides)}): dataset.height and dataset.width must "
+                          f"be multiples of {deepest}, got {height}x{width}")
+    return encoder
+
+
 def _resnet_unet(cfg: DictConfig, heads: dict[str, int]
                  ) -> tuple[nn.Module, dict[str, nn.Module]]:
-    """ResNet encoder (`encoder` group) and a U-Net decoder per task."""
-    e, m = cfg.encoder, cfg.model
-    encoder = ResNetEncoder(depth=int(e.depth), pretrained=bool(e.pretrained),
-                            weights_path=e.get("weights_path"))
+    """The `encoder` group's trunk (a ResNet or a timm backbone) and a U-Net decoder per
+    task, built for the channels and strides of the trunk's maps."""
+    m = cfg.model
+    encoder = build_encoder(cfg)
     return encoder, {task: UNetDecoder(encoder.channels, channels, int(m.decoder_width),
-                                       bool(m.decoder_align_corners))
+                                       bool(m.decoder_align_corners), encoder.strides)
                      for task, channels in heads.items()}
 
 
@@ -250,7 +305,7 @@ ARCHITECTURES: dict[str, Callable[[DictConfig, dict[str, int]],
 }
 """model.arch -> (config, output channels per task) -> (trunk, head per task)"""
 
-# model.arch values whose trunk is the `encoder` group's ResNet
+# model.arch values whose trunk is the `encoder` group's (a ResNet or a timm backbone)
 USES_ENCODER_GROUP = ("resnet_unet",)
 
 

@@ -12,16 +12,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from xtask_mt.config.build import (
     ARCHITECTURES,
+    USES_ENCODER_GROUP,
     build_weighting,
     check_dataset_tasks,
     check_device_cache,
     dataset_splits,
+    encoder_library,
     transfer_edges,
 )
 from xtask_mt.config.schedules import SCHEDULES
 from xtask_mt.data.splits import TEST
-from xtask_mt.errors import ConfigError
+from xtask_mt.errors import ConfigError, UserError
 from xtask_mt.models import ENCODER_DEPTHS, TRANSFER_ARCHS
+from xtask_mt.models.timm_encoder import check_timm_name, pretrained_weights_file
 from xtask_mt.runtime.distributed import STRATEGIES
 from xtask_mt.runtime.placement import PlacementSettings
 from xtask_mt.runtime.precision import COMPILE_MODES, PRECISIONS, needs_grad_scaler
@@ -105,8 +108,7 @@ def _check_values(problems: _Problems) -> None:
     check("loss.gamma", _in_range(0, 1), "a number in [0, 1]")
     check("loss.label_smoothing", _in_range(0, 1, hi_open=True), "a number in [0, 1)")
     tasks_ok = _check_tasks_and_edges(problems)
-    check("encoder.depth", lambda v: v in ENCODER_DEPTHS,
-          f"one of {list(ENCODER_DEPTHS)} (pick encoder=resnet18|34|50|101|152)")
+    _check_encoder(problems)
     check("model.arch", lambda v: v in ARCHITECTURES,
           f"one of {sorted(ARCHITECTURES)} (or pick model=mtan|adamtnet)")
     check("model.transfer.arch", lambda v: v in TRANSFER_ARCHS, f"one of {sorted(TRANSFER_ARCHS)}")
@@ -146,6 +148,35 @@ def _check_values(problems: _Problems) -> None:
     _check_method(problems)
     if tasks_ok:
         _check_weighting(problems)
+
+
+def _check_encoder(problems: _Problems) -> None:
+    """A ResNet depth, or a timm backbone for an architecture that reads the encoder group,
+    made for the dataset's image size when it takes one size only, with its pretrained
+    weights at hand (looked up without waiting on the network)."""
+    cfg, check = problems.cfg, problems.check
+    if encoder_library(cfg.encoder) != "timm":
+        check("encoder.depth", lambda v: v in ENCODER_DEPTHS,
+              f"one of {list(ENCODER_DEPTHS)} (pick encoder=resnet18|34|50|101|152, or "
+              "encoder=timm encoder.name=<timm model>)")
+        return
+    arch = cfg.model.get("arch", "resnet_unet")
+    if arch not in USES_ENCODER_GROUP:
+        problems.found.append(
+            f"encoder=timm but model.arch={arch} builds its own trunk and does not use the "
+            f"encoder group; timm backbones feed model.arch={'|'.join(USES_ENCODER_GROUP)} "
+            "(model=xtask|mtl|stl_*): pick one of those, or drop encoder=timm")
+    size = [cfg.dataset.get("height"), cfg.dataset.get("width")]
+    if cfg.encoder.get("img_size") is not None:
+        check("encoder.img_size", lambda v: list(v) == size,
+              f"null, or [dataset.height, dataset.width] = {size} (the size a backbone of one "
+              "input size is built for)")
+    try:
+        check_timm_name(str(cfg.encoder.name))
+        if cfg.encoder.get("pretrained") or cfg.encoder.get("weights_path"):
+            pretrained_weights_file(str(cfg.encoder.name), cfg.encoder.get("weights_path"))
+    except UserError as exc:
+        problems.found.append(str(exc))
 
 
 def _check_optimisation(problems: _Problems) -> None:

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from xtask_mt.config.build import (
     LEGACY_MODEL_SETTINGS,
     USES_ENCODER_GROUP,
+    encoder_spec,
     seed_edge_pairs,
     transfer_edges,
 )
@@ -159,7 +160,7 @@ def model_spec(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
             "model.transfer.batch_norm": bool(m.transfer.batch_norm),
             "model.transfer.wider": bool(m.transfer.wider)}
     if str(m.arch) in USES_ENCODER_GROUP:
-        spec.update({"encoder.depth": int(cfg.encoder.depth),
+        spec.update({**encoder_spec(cfg.encoder),
                      "model.decoder_width": int(m.decoder_width),
                      "model.decoder_align_corners": bool(m.decoder_align_corners)})
     if str(m.arch) == "adamtnet":  # its attention weights are sized for these

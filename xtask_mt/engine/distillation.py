@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from xtask_mt.config.build import build_model, upgrade_saved_config
+from xtask_mt.config.build import build_model, upgrade_saved_config, without_pretrained_weights
 from xtask_mt.engine.checkpoint import check_model_spec, load_checkpoint, model_spec
 from xtask_mt.errors import UserError
 from xtask_mt.losses import LossOutput
@@ -62,10 +62,7 @@ def load_teacher(entry: str, num_classes: int, arch: str) -> tuple[str, nn.Modul
     if tasks == ["seg"] and saved_classes != num_classes:
         raise TeacherError(f"kd.teachers entry {entry} segments {saved_classes} classes, this "
                            f"model {num_classes}; train the teacher on the same dataset")
-    with open_dict(cfg):  # its weights come from the checkpoint
-        cfg.encoder.pretrained = False
-        cfg.encoder.weights_path = None
-    teacher = build_model(cfg, saved_classes)
+    teacher = build_model(without_pretrained_weights(cfg), saved_classes)  # the checkpoint's
     check_model_spec(path, payload.get("model_spec", {}), model_spec(cfg, saved_classes))
     teacher.load_state_dict(payload["model"])
     trunk = teacher.encoder.eval()

@@ -28,8 +28,10 @@ from xtask_mt.config.build import (
     build_model,
     build_objective,
     dataset_splits,
+    encoder_library,
     resolve_device,
     upgrade_saved_config,
+    without_pretrained_weights,
 )
 from xtask_mt.data.splits import SELECTION_SPLIT, TRAIN
 from xtask_mt.engine.checkpoint import (
@@ -81,9 +83,13 @@ def _with_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
 
 
 def _trunk_name(cfg: DictConfig) -> str:
-    """The encoder (resnet<depth>) or, for other architectures, model.arch."""
+    """The encoder (resnet<depth>, or the timm model's name) or, for other architectures,
+    model.arch."""
     arch = str(cfg.model.get("arch", "resnet_unet"))
-    return f"resnet{cfg.encoder.depth}" if arch in USES_ENCODER_GROUP else arch
+    if arch not in USES_ENCODER_GROUP:
+        return arch
+    return str(cfg.encoder.name) if encoder_library(cfg.encoder) == "timm" \
+        else f"resnet{cfg.encoder.depth}"
 
 
 def protocol_notes(dataset: str, splits: Sequence[str], split: str,
@@ -305,7 +311,7 @@ def evaluate_run(run: str | Path | None = None, ckpt: str | Path | None = None,
     dataset = build_dataset(cfg, split)
     loader = build_loader(cfg, dataset, train=False)
     num_classes = dataset.num_classes
-    model = build_model(cfg, num_classes)
+    model = build_model(without_pretrained_weights(cfg), num_classes)  # the checkpoint's weights
     check_model_spec(ckpt_path, payload.get("model_spec", {}), model_spec(cfg, num_classes))
     model.load_state_dict(payload["model"])
     model.to(dev)

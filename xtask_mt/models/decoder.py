@@ -1,4 +1,4 @@
-"""U-Net style decoder: five (3x conv+BN+ReLU, x2 upsample) blocks with encoder skips."""
+"""U-Net style decoder: per encoder map a (3x conv+BN+ReLU, upsample) block with its skip."""
 
 from __future__ import annotations
 
@@ -10,19 +10,33 @@ from xtask_mt.models.layers import conv_block, init_weights
 
 
 class UNetDecoder(nn.Module):
-    """Decodes the five encoder maps back to input resolution with `out_channels` outputs.
+    """Decodes the encoder's maps back to input resolution with `out_channels` outputs.
 
-    Each x2 bilinear upsampling uses `align_corners`: True as in the method's network,
-    False as this project's decoders did before (`model.decoder_align_corners=false`).
+    One block per encoder map, deepest first: the first reads the deepest map, each next one
+    the previous block's output concatenated with the next shallower map; after each block a
+    bilinear upsampling to that map's stride (x2 for each ResNet level) and, after the last,
+    from the shallowest stride to the input's. `encoder_strides` are the maps' strides,
+    shallowest first (timm's feature_info reductions; the ResNet's by default). Each
+    upsampling uses `align_corners`: True as in the method's network, False as this project's
+    decoders did before (`model.decoder_align_corners=false`).
     """
 
     def __init__(self, encoder_channels: tuple[int, ...], out_channels: int,
-                 width: int = 128, align_corners: bool = True) -> None:
+                 width: int = 128, align_corners: bool = True,
+                 encoder_strides: tuple[int, ...] = (2, 4, 8, 16, 32)) -> None:
         super().__init__()
         self.align_corners = align_corners
-        if len(encoder_channels) != 5:
-            raise ValueError("UNetDecoder expects five encoder feature maps")
-        deepest_first = list(reversed(encoder_channels))  # layer4, layer3, ..., stem
+        if len(encoder_channels) != len(encoder_strides) or not encoder_channels:
+            raise ValueError(f"UNetDecoder got {len(encoder_channels)} channel counts for "
+                             f"{len(encoder_strides)} strides; give one of each per encoder map")
+        # (stride of a level, stride of the next shallower one, the input's for the first)
+        steps = list(zip(encoder_strides, (1, *encoder_strides[:-1]), strict=True))
+        if any(deep < shallow or deep % shallow for deep, shallow in steps):
+            raise ValueError(f"UNetDecoder needs encoder strides that grow by whole factors, "
+                             f"got {tuple(encoder_strides)}")
+        # after the block at each level (deepest first), upsample to the next shallower stride
+        self.scales = tuple(deep // shallow for deep, shallow in reversed(steps))
+        deepest_first = list(reversed(encoder_channels))  # e.g. layer4, layer3, ..., stem
         blocks = [conv_block(deepest_first[0], width, 3, batch_norm=True)]
         blocks += [conv_block(width + skip, width, 3, batch_norm=True)
                    for skip in deepest_first[1:]]
@@ -33,8 +47,9 @@ class UNetDecoder(nn.Module):
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         deepest_first = features[::-1]
         x = deepest_first[0]
-        for i, block in enumerate(self.blocks):
+        for i, (block, scale) in enumerate(zip(self.blocks, self.scales, strict=True)):
             x = block(x, deepest_first[i]) if i > 0 else block(x)  # skip fused, not copied
-            x = F.interpolate(x, scale_factor=2, mode="bilinear",
-                              align_corners=self.align_corners)
+            if scale > 1:
+                x = F.interpolate(x, scale_factor=scale, mode="bilinear",
+                                  align_corners=self.align_corners)
         return self.head(x)

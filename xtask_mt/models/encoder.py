@@ -78,6 +78,7 @@ class ResNetEncoder(nn.Module):
         expansion = 4 if depth >= 50 else 1
         self.channels: tuple[int, ...] = (64, 64 * expansion, 128 * expansion,
                                           256 * expansion, 512 * expansion)
+        self.strides: tuple[int, ...] = (2, 4, 8, 16, 32)
 
     def last_shared_parameters(self) -> list[nn.Parameter]:
         """Weights of the last conv in layer4: where GradNorm measures task gradients."""

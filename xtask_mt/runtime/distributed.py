@@ -6,6 +6,7 @@ Every helper is a no-op in a single process, so the loops call them unconditiona
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -161,25 +162,51 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         return out.to(x.dtype)
 
 
+class GlobalBatchNormAct2d(GlobalBatchNorm2d):
+    """GlobalBatchNorm2d then the dropout and activation of the timm BatchNormAct2d it
+    replaces (timm fuses them into its BatchNorm layer); the same state-dict keys."""
+
+    def __init__(self, source: nn.BatchNorm2d) -> None:
+        super().__init__(source.num_features, source.eps, source.momentum, source.affine,
+                         source.track_running_stats)
+        self.drop, self.act = source.drop, source.act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(super().forward(x)))
+
+
+def _timm_batchnorm_act() -> type | None:
+    """timm's BatchNorm + activation layer class when timm is loaded (a timm backbone is)."""
+    timm = sys.modules.get("timm")
+    return timm.layers.BatchNormAct2d if timm is not None else None
+
+
 def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     """Swap BatchNorm2d layers for global-batch ones: torch's SyncBatchNorm on CUDA,
     GlobalBatchNorm2d elsewhere. State-dict keys stay the same, so checkpoints load into
-    the plain model."""
+    the plain model. timm's BatchNormAct2d keeps its activation (timm's own converter on
+    CUDA: torch's would drop it)."""
     if device.type == "cuda":
+        fused = _timm_batchnorm_act()
+        if fused is not None and any(type(m) is fused for m in module.modules()):
+            from timm.layers import convert_sync_batchnorm
+
+            return convert_sync_batchnorm(module)
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    return _swap_batchnorm(module)
+    return _swap_batchnorm(module, _timm_batchnorm_act())
 
 
-def _swap_batchnorm(module: nn.Module) -> nn.Module:
-    if type(module) is nn.BatchNorm2d:
+def _swap_batchnorm(module: nn.Module, fused: type | None) -> nn.Module:
+    if type(module) is nn.BatchNorm2d or (fused is not None and type(module) is fused):
         swapped = GlobalBatchNorm2d(module.num_features, module.eps, module.momentum,
-                                    module.affine, module.track_running_stats)
+                                    module.affine, module.track_running_stats) \
+            if type(module) is nn.BatchNorm2d else GlobalBatchNormAct2d(module)
         swapped.load_state_dict(module.state_dict())
         swapped.to(next(iter(module.state_dict().values())).device)
         swapped.train(module.training)
         return swapped
     for name, child in module.named_children():
-        setattr(module, name, _swap_batchnorm(child))
+        setattr(module, name, _swap_batchnorm(child, fused))
     return module
 
 
