@@ -33,7 +33,8 @@ def _job(sweep, protocol, setting, row, seed, history):
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(
         [f"bench={protocol}/{setting}", f"bench_row={row}", f"trainer.seed={seed}"]))
     (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
-        {"bench": {"protocol": protocol, "setting": setting, "row": row},
+        {"bench": {"name": f"{protocol}/{setting}", "protocol": protocol, "setting": setting},
+         "bench_row": {"name": row},
          "model": {"tasks": ["seg", "depth"]}}))
     if history is not None:
         (job / "metrics.json").write_text(json.dumps({"history": history}))
@@ -98,8 +99,8 @@ def test_the_mtan_table_prints_the_published_rows_beside_ours(mtan_sweep):
     lines = text.splitlines()
     fixed = next(i for i, x in enumerate(lines) if x.startswith("| LS | 2 |"))
     assert lines[fixed + 1].startswith("| *LS, published (Nash-MTL, ICML 2022, Table 3)* |")
-    assert "| 75.18 | 93.49 | 0.0155 | 46.77 | +22.60 |" in lines[fixed + 1]
-    assert any(x.startswith("| *STL, published") and "| 74.01 | 93.16 | 0.0125 | 27.77 |" in x
+    assert "| 75.18 | 93.49 | 0.01550 | 46.77 | +22.60 |" in lines[fixed + 1]
+    assert any(x.startswith("| *STL, published") and "| 74.01 | 93.16 | 0.01250 | 27.77 |" in x
                for x in lines)
     assert any(x.startswith("| *FAMO, published (FAMO, NeurIPS 2023); not run*") for x in lines)
     assert "| Ours (consistency) | 0 (+1 unfinished) |" in text

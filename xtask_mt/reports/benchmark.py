@@ -2,7 +2,7 @@
 sweep, printed the way each protocol's papers print them.
 
 Each job's config names its protocol, setting and row (`bench.protocol`, `bench.setting`,
-`bench.row`); the jobs of one row differ only in `trainer.seed`. Per job, one figure per
+`bench_row.name`); the jobs of one row differ only in `trainer.seed`. Per job, one figure per
 metric (in the papers' units, reports.published):
 
 - `mtan` (Nash-MTL / FAMO): the mean of its last k validated epochs (k = 10);
@@ -173,10 +173,11 @@ def load_rows(sweep_dir: Path, protocol: str, last_k: int = MTAN_LAST_K) -> list
     rows: dict[tuple[str, str], BenchRow] = {}
     for job_dir in find_job_dirs(Path(sweep_dir)):
         config = job_dir / ".hydra" / "config.yaml"
-        spec = OmegaConf.load(config).get("bench") if config.is_file() else None
+        cfg = OmegaConf.load(config) if config.is_file() else None
+        spec = cfg.get("bench") if cfg is not None else None
         if spec is None or str(spec.get("protocol")) != protocol:
             continue
-        setting, name = str(spec.setting), str(spec.row)
+        setting, name = str(spec.setting), str(cfg.bench_row.name)
         row = rows.setdefault((setting, name), BenchRow(setting, name))
         metrics_file = job_dir / "metrics.json"
         if not metrics_file.is_file():
@@ -196,7 +197,7 @@ def load_rows(sweep_dir: Path, protocol: str, last_k: int = MTAN_LAST_K) -> list
     if not rows:
         raise BenchmarkError(f"no {protocol} benchmark jobs under {sweep_dir}: run "
                              f"sweeps/bench_{protocol}.yaml (each job's config has bench.protocol,"
-                             " bench.setting and bench.row)")
+                             " bench.setting and bench_row.name)")
     order = {name: i for i, name in enumerate(ROW_ORDER)}
     return sorted(rows.values(), key=lambda r: (r.setting != "nyuv2",
                                                 order.get(r.row, order["ours"] - 0.5)))
@@ -253,7 +254,11 @@ def _label(protocol: str, row: str) -> str:
 
 
 def _digits(setting: str, metric: str) -> int:
-    return 4 if metric == "abs_err" or (metric == "abs_rel" and setting == "nyuv2") else 2
+    """Decimals as the papers print them (Cityscapes Abs Err to 5 for the LibMTL base's
+    0.01282)."""
+    if metric == "abs_err":
+        return 5 if setting == "cityscapes" else 4
+    return 4 if metric == "abs_rel" and setting == "nyuv2" else 2
 
 
 def _cell(stats: tuple[float, float, int] | None, digits: int = 2, signed: bool = False) -> str:
