@@ -23,7 +23,8 @@ DATASETS = [("synthetic", 7, []), ("cityscapes", 7, []), ("cityscapes", 19, []),
                                              "model.transfer.edges=[[seg,depth],[depth,seg]]"])]
 MODELS = [["model=xtask", "encoder=resnet18"], ["model=mtl", "encoder=resnet18"],
           ["model=stl_segmentation", "encoder=resnet18"], ["model=stl_depth", "encoder=resnet18"],
-          ["model=mtan"], ["model=mtan", "model.transfer.enabled=true"], ["model=adamtnet"]]
+          ["model=mtan"], ["model=mtan", "model.transfer.enabled=true"], ["model=adamtnet"],
+          ["model=deeplabv3plus", "encoder=resnet18", "model.transfer.enabled=true"]]
 
 
 # single-task models keep their one task: the 3-task list is for the multi-task ones

@@ -44,7 +44,9 @@ from xtask_mt.models import (
     UNetDecoder,
 )
 from xtask_mt.models.adamtnet import build_adamtnet
+from xtask_mt.models.deeplab import build_deeplabv3plus
 from xtask_mt.models.mtan import build_mtan
+from xtask_mt.models.separate import separate_networks
 from xtask_mt.models.timm_encoder import TimmEncoder
 from xtask_mt.tasks import Task, edge_name, get_task
 from xtask_mt.weighting import TaskWeighting
@@ -299,9 +301,19 @@ def _adamtnet(cfg: DictConfig, heads: dict[str, int]) -> tuple[nn.Module, dict[s
     return encoder, dict(decoders)
 
 
+def _deeplabv3plus(cfg: DictConfig, heads: dict[str, int]
+                   ) -> tuple[nn.Module, dict[str, nn.Module]]:
+    """Dilated ResNet (`encoder` group, model.output_stride) and a DeepLabV3+ head per task."""
+    e = cfg.encoder
+    trunk, decoders = build_deeplabv3plus(heads, int(e.depth), int(cfg.model.output_stride),
+                                          bool(e.pretrained), e.get("weights_path"))
+    return trunk, dict(decoders)
+
+
 ARCHITECTURES: dict[str, Callable[[DictConfig, dict[str, int]],
                                   tuple[nn.Module, dict[str, nn.Module]]]] = {
     "resnet_unet": _resnet_unet, "mtan": _mtan, "adamtnet": _adamtnet,
+    "deeplabv3plus": _deeplabv3plus,
 }
 """model.arch -> (config, output channels per task) -> (trunk, head per task)"""
 
@@ -316,7 +328,13 @@ def build_model(cfg: DictConfig, num_classes: int) -> CrossTaskModel:
     arch = str(m.get("arch", "resnet_unet"))
     if arch not in ARCHITECTURES:
         raise ConfigError(f"model.arch={arch} is not one of {sorted(ARCHITECTURES)}")
-    trunk, decoders = ARCHITECTURES[arch](cfg, heads)
+    if bool(m.get("separate_trunks", False)):  # single-task networks side by side
+        networks = {task: ARCHITECTURES[arch](cfg, {task: channels})
+                    for task, channels in heads.items()}
+        trunk, decoders = separate_networks({task: (own_trunk, own_heads[task]) for task,
+                                             (own_trunk, own_heads) in networks.items()})
+    else:
+        trunk, decoders = ARCHITECTURES[arch](cfg, heads)
     edges = [TransferEdge(edge_name(source, target), source, target, heads[source],
                           heads[target], get_task(source).transfer_input)
              for source, target in transfer_edges(cfg)]

@@ -24,6 +24,7 @@ from xtask_mt.config.schedules import SCHEDULES
 from xtask_mt.data.splits import TEST
 from xtask_mt.errors import ConfigError, UserError
 from xtask_mt.models import ENCODER_DEPTHS, TRANSFER_ARCHS
+from xtask_mt.models.deeplab import OUTPUT_STRIDES
 from xtask_mt.models.timm_encoder import check_timm_name, pretrained_weights_file
 from xtask_mt.runtime.distributed import STRATEGIES
 from xtask_mt.runtime.placement import PlacementSettings
@@ -110,7 +111,13 @@ def _check_values(problems: _Problems) -> None:
     tasks_ok = _check_tasks_and_edges(problems)
     _check_encoder(problems)
     check("model.arch", lambda v: v in ARCHITECTURES,
-          f"one of {sorted(ARCHITECTURES)} (or pick model=mtan|adamtnet)")
+          f"one of {sorted(ARCHITECTURES)} (or pick model=mtan|adamtnet|deeplabv3plus)")
+    if cfg.model.get("arch") == "deeplabv3plus":
+        check("model.output_stride", lambda v: v in OUTPUT_STRIDES,
+              f"one of {list(OUTPUT_STRIDES)} (the dilated trunk's output stride)")
+        check("dataset.batch_size", _int_at_least(2),
+              "an integer >= 2 for model=deeplabv3plus (its ASPP pools each image to one "
+              "value per channel, which batch norm cannot normalise over one image)")
     check("model.transfer.arch", lambda v: v in TRANSFER_ARCHS, f"one of {sorted(TRANSFER_ARCHS)}")
     check("model.decoder_width", _int_at_least(1), "an integer >= 1")
     if check("dataset.name", lambda v: v in DATASET_CLASSES, f"one of {sorted(DATASET_CLASSES)}"):

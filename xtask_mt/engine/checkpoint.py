@@ -163,6 +163,11 @@ def model_spec(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
         spec.update({**encoder_spec(cfg.encoder),
                      "model.decoder_width": int(m.decoder_width),
                      "model.decoder_align_corners": bool(m.decoder_align_corners)})
+    if str(m.arch) == "deeplabv3plus":
+        spec.update({"encoder.depth": int(cfg.encoder.depth),
+                     "model.output_stride": int(m.output_stride)})
+    if m.get("separate_trunks", False):
+        spec["model.separate_trunks"] = True
     if str(m.arch) == "adamtnet":  # its attention weights are sized for these
         spec["input"] = [int(cfg.dataset.batch_size), int(cfg.dataset.height),
                          int(cfg.dataset.width)]
