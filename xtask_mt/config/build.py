@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import logging
 import random
 from collections.abc import Callable, Iterable
@@ -45,6 +46,7 @@ from xtask_mt.models import (
 )
 from xtask_mt.models.adamtnet import build_adamtnet
 from xtask_mt.models.mtan import build_mtan
+from xtask_mt.models.schemes import SHARING_SCHEMES
 from xtask_mt.tasks import Task, edge_name, get_task
 from xtask_mt.weighting import TaskWeighting
 
@@ -244,14 +246,37 @@ def _adamtnet(cfg: DictConfig, heads: dict[str, int]) -> tuple[nn.Module, dict[s
     return encoder, dict(decoders)
 
 
+def _sharing_scheme(cfg: DictConfig, heads: dict[str, int]
+                    ) -> tuple[nn.Module, dict[str, nn.Module]]:
+    """Cross-stitch, MMoE, CGC, PLE, DSelect-k or LTB over ResNet backbones (`encoder`
+    group) with a U-Net decoder per task; `model.sharing.*` are the scheme's arguments."""
+    e, m, d = cfg.encoder, cfg.model, cfg.dataset
+    builder = SHARING_SCHEMES[str(m.arch)]
+    options = OmegaConf.to_container(m.get("sharing") or {}, resolve=True)
+    known = list(inspect.signature(builder).parameters)[4:]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"model.sharing.{unknown[0]} is not a setting of model={m.arch}; "
+                          f"its settings are {known}")
+    encoder = functools.partial(ResNetEncoder, depth=int(e.depth), pretrained=bool(e.pretrained),
+                                weights_path=e.get("weights_path"))
+    decoder = functools.partial(UNetDecoder, width=int(m.decoder_width),
+                                align_corners=bool(m.decoder_align_corners))
+    try:
+        return builder(heads, encoder, decoder, (int(d.height), int(d.width)), **options)
+    except ValueError as exc:
+        raise ConfigError(f"model={m.arch}: {exc}") from exc
+
+
 ARCHITECTURES: dict[str, Callable[[DictConfig, dict[str, int]],
                                   tuple[nn.Module, dict[str, nn.Module]]]] = {
     "resnet_unet": _resnet_unet, "mtan": _mtan, "adamtnet": _adamtnet,
+    **dict.fromkeys(SHARING_SCHEMES, _sharing_scheme),
 }
 """model.arch -> (config, output channels per task) -> (trunk, head per task)"""
 
 # model.arch values whose trunk is the `encoder` group's ResNet
-USES_ENCODER_GROUP = ("resnet_unet",)
+USES_ENCODER_GROUP = ("resnet_unet", *SHARING_SCHEMES)
 
 
 def build_model(cfg: DictConfig, num_classes: int) -> CrossTaskModel:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from xtask_mt.config.build import (
     LEGACY_MODEL_SETTINGS,
@@ -23,6 +23,7 @@ from xtask_mt.config.build import (
     transfer_edges,
 )
 from xtask_mt.errors import UserError
+from xtask_mt.models.schemes import INPUT_SIZED, SHARING_SCHEMES
 
 CHECKPOINT_FORMAT = "xtask-mt-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -162,6 +163,10 @@ def model_spec(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
         spec.update({"encoder.depth": int(cfg.encoder.depth),
                      "model.decoder_width": int(m.decoder_width),
                      "model.decoder_align_corners": bool(m.decoder_align_corners)})
+    if str(m.arch) in SHARING_SCHEMES:
+        spec["model.sharing"] = OmegaConf.to_container(m.get("sharing") or {}, resolve=True)
+    if str(m.arch) in INPUT_SIZED:  # its gates read the flattened image
+        spec["input"] = [int(cfg.dataset.height), int(cfg.dataset.width)]
     if str(m.arch) == "adamtnet":  # its attention weights are sized for these
         spec["input"] = [int(cfg.dataset.batch_size), int(cfg.dataset.height),
                          int(cfg.dataset.width)]
