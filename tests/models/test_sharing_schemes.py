@@ -50,7 +50,7 @@ def tiny_backbones(monkeypatch):
     monkeypatch.setattr(build, "ResNetEncoder", TinyBackbone)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _composed(*overrides: str) -> DictConfig:
     return compose_config([*TINY, "model.decoder_width=8", *overrides])
 
@@ -88,6 +88,7 @@ def test_every_task_and_edge_is_predicted_at_input_size(tiny_backbones, scheme, 
     assert len(model.encoder(torch.randn(1, 3, 32, 64))) == 5 * tasks
 
 
+@pytest.mark.slow
 def test_resnet18_schemes_predict_at_input_size():
     """The real backbone: the schemes cut torchvision's ResNet at its stages."""
     for scheme in SCHEMES:

@@ -101,4 +101,5 @@ class TaskHead(nn.Module):
 def task_heads(heads: Mapping[str, int], channels: tuple[int, ...],
                decoder: DecoderFactory) -> dict[str, nn.Module]:
     """One TaskHead per task (task -> output channels), in the trunk's task order."""
-    return {task: TaskHead(decoder(channels, out), i) for i, (task, out) in enumerate(heads.items())}
+    return {task: TaskHead(decoder(channels, out), i)
+            for i, (task, out) in enumerate(heads.items())}
