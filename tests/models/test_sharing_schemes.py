@@ -26,6 +26,7 @@ from xtask_mt.config.build import (
     build_weighting,
 )
 from xtask_mt.engine import trainer as training
+from xtask_mt.engine.checkpoint import CheckpointError, check_model_spec, model_spec
 from xtask_mt.engine.step import TrainingParts, train_step
 from xtask_mt.errors import ConfigError
 from xtask_mt.models.dselect_k import smooth_step
@@ -233,3 +234,10 @@ def test_gated_schemes_refuse_another_input_size_and_unknown_settings(tiny_backb
         build_model(_cfg("mmoe", 2, "+model.sharing.experts=2"), 7)
     with pytest.raises(ConfigError, match="power of 2"):
         build_model(_cfg("dselect_k", 2, "model.sharing.num_experts=3"), 7)
+    # a checkpoint records the size and the scheme's settings, and refuses other ones
+    saved = model_spec(_cfg("mmoe", 2), 7)
+    assert saved["input"] == [32, 64] and saved["model.sharing"] == {"num_experts": 3}
+    for other, key in (("dataset.height=64", "input"),
+                       ("model.sharing.num_experts=2", "model.sharing")):
+        with pytest.raises(CheckpointError, match=key):
+            check_model_spec(Path("last.pt"), saved, model_spec(_cfg("mmoe", 2, other), 7))
