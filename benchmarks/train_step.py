@@ -197,6 +197,7 @@ def main() -> None:
         "benchmark": "train_step",
         "overrides": args.overrides,
         "batch_size": batch_size,
+        "parameters": sum(p.numel() for p in model.parameters()),
         "image_size": [int(cfg.dataset.height), int(cfg.dataset.width)],
         "precision": options.precision, "channels_last": options.channels_last,
         "compile": compiled, "compile_mode": mode if compiled else None,

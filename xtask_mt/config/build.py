@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import logging
 import random
 from collections.abc import Callable, Iterable
@@ -46,6 +47,7 @@ from xtask_mt.models import (
 from xtask_mt.models.adamtnet import build_adamtnet
 from xtask_mt.models.deeplab import build_deeplabv3plus
 from xtask_mt.models.mtan import build_mtan
+from xtask_mt.models.schemes import SHARING_SCHEMES
 from xtask_mt.models.separate import separate_networks
 from xtask_mt.models.timm_encoder import TimmEncoder
 from xtask_mt.tasks import Task, edge_name, get_task
@@ -310,15 +312,41 @@ def _deeplabv3plus(cfg: DictConfig, heads: dict[str, int]
     return trunk, dict(decoders)
 
 
+def _sharing_scheme(cfg: DictConfig, heads: dict[str, int]
+                    ) -> tuple[nn.Module, dict[str, nn.Module]]:
+    """Cross-stitch, MMoE, CGC, PLE, DSelect-k or LTB over ResNet backbones (`encoder`
+    group) with a U-Net decoder per task; `model.sharing.*` are the scheme's arguments."""
+    e, m, d = cfg.encoder, cfg.model, cfg.dataset
+    builder = SHARING_SCHEMES[str(m.arch)]
+    options = OmegaConf.to_container(m.get("sharing") or {}, resolve=True)
+    known = list(inspect.signature(builder).parameters)[4:]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"model.sharing.{unknown[0]} is not a setting of model={m.arch}; "
+                          f"its settings are {known}")
+    encoder = functools.partial(ResNetEncoder, depth=int(e.depth), pretrained=bool(e.pretrained),
+                                weights_path=e.get("weights_path"))
+    decoder = functools.partial(UNetDecoder, width=int(m.decoder_width),
+                                align_corners=bool(m.decoder_align_corners))
+    try:
+        return builder(heads, encoder, decoder, (int(d.height), int(d.width)), **options)
+    except ValueError as exc:
+        raise ConfigError(f"model={m.arch}: {exc}") from exc
+
+
 ARCHITECTURES: dict[str, Callable[[DictConfig, dict[str, int]],
                                   tuple[nn.Module, dict[str, nn.Module]]]] = {
     "resnet_unet": _resnet_unet, "mtan": _mtan, "adamtnet": _adamtnet,
     "deeplabv3plus": _deeplabv3plus,
+    **dict.fromkeys(SHARING_SCHEMES, _sharing_scheme),
 }
 """model.arch -> (config, output channels per task) -> (trunk, head per task)"""
 
-# model.arch values whose trunk is the `encoder` group's (a ResNet or a timm backbone)
-USES_ENCODER_GROUP = ("resnet_unet",)
+# model.arch values whose trunk is built from the `encoder` group (a ResNet; one trunk of it
+# per expert or task for the sharing schemes)
+USES_ENCODER_GROUP = ("resnet_unet", *SHARING_SCHEMES)
+# model.arch values whose trunk can be a timm backbone (encoder=timm)
+TAKES_TIMM = ("resnet_unet",)
 
 
 def build_model(cfg: DictConfig, num_classes: int) -> CrossTaskModel:

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from xtask_mt.config.build import (
     ARCHITECTURES,
-    USES_ENCODER_GROUP,
+    TAKES_TIMM,
     build_weighting,
     check_dataset_tasks,
     check_device_cache,
@@ -168,10 +168,10 @@ def _check_encoder(problems: _Problems) -> None:
               "encoder=timm encoder.name=<timm model>)")
         return
     arch = cfg.model.get("arch", "resnet_unet")
-    if arch not in USES_ENCODER_GROUP:
+    if arch not in TAKES_TIMM:
         problems.found.append(
-            f"encoder=timm but model.arch={arch} builds its own trunk and does not use the "
-            f"encoder group; timm backbones feed model.arch={'|'.join(USES_ENCODER_GROUP)} "
+            f"encoder=timm but model.arch={arch} does not take a timm trunk; timm backbones "
+            f"feed model.arch={'|'.join(TAKES_TIMM)} "
             "(model=xtask|mtl|stl_*): pick one of those, or drop encoder=timm")
     size = [cfg.dataset.get("height"), cfg.dataset.get("width")]
     if cfg.encoder.get("img_size") is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from xtask_mt.config.build import (
     LEGACY_MODEL_SETTINGS,
@@ -24,6 +24,7 @@ from xtask_mt.config.build import (
     transfer_edges,
 )
 from xtask_mt.errors import UserError
+from xtask_mt.models.schemes import INPUT_SIZED, SHARING_SCHEMES
 
 CHECKPOINT_FORMAT = "xtask-mt-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -168,6 +169,10 @@ def model_spec(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
                      "model.output_stride": int(m.output_stride)})
     if m.get("separate_trunks", False):
         spec["model.separate_trunks"] = True
+    if str(m.arch) in SHARING_SCHEMES:
+        spec["model.sharing"] = OmegaConf.to_container(m.get("sharing") or {}, resolve=True)
+    if str(m.arch) in INPUT_SIZED:  # its gates read the flattened image
+        spec["input"] = [int(cfg.dataset.height), int(cfg.dataset.width)]
     if str(m.arch) == "adamtnet":  # its attention weights are sized for these
         spec["input"] = [int(cfg.dataset.batch_size), int(cfg.dataset.height),
                          int(cfg.dataset.width)]

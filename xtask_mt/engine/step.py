@@ -110,7 +110,9 @@ class TrainingParts:
 
     def context(self, step: int) -> StepContext:
         encoder = self.model.encoder
-        return StepContext(list(encoder.parameters()), encoder.last_shared_parameters(),
+        # a trunk may say which of its parameters all tasks share (e.g. MMoE: the experts)
+        shared = getattr(encoder, "shared_parameters", encoder.parameters)()
+        return StepContext(list(shared), encoder.last_shared_parameters(),
                            self.scaler, step)
 
 

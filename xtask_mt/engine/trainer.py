@@ -368,6 +368,8 @@ def train_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
     seed_everything(int(t.seed) + epoch)
     run.train_loader.generator.manual_seed(int(t.seed) + epoch)
     run.train_loader.sampler.set_epoch(epoch)
+    if hasattr(p.model.encoder, "set_epoch"):  # a trunk that anneals by epoch (LTB)
+        p.model.encoder.set_epoch(epoch)
     lr = p.optimizer.param_groups[0]["lr"]
     result = train_one_epoch(p, run.train_loader, EpochSettings(
         description=f"epoch {epoch}/{epochs}", first_step=(epoch - 1) * steps,
