@@ -154,6 +154,22 @@ def test_sdmgrad_takes_heavy_ball_steps_from_the_last_weights():
     torch.testing.assert_close(method.simplex_weights, torch.tensor(w))  # the next start
 
 
+def test_sdmgrad_weights_match_torchjds_over_warm_started_calls():
+    """torchjd's SDMGradWeighting, given the same Gram matrix for its two independent
+    batches, returns the combination weights (w + lam / K) / (1 + lam) and keeps w between
+    calls as we do (its state is not a module buffer, so not in a checkpoint)."""
+    from torchjd.aggregation import SDMGradWeighting as Reference
+
+    torch.manual_seed(0)
+    jacobian = torch.randn(3, 40)
+    reference = Reference(lr=5.0, momentum=0.5, n_iter=20, lambda_=0.3)
+    ours = SDMGradWeighting(("a", "b", "c"))
+    for _ in range(3):
+        expected = reference(jacobian @ jacobian.T)
+        ours.shared_update(jacobian, ONES)
+        torch.testing.assert_close(ours.weights, expected.float(), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("alpha", [1.0, 2.0])
 def test_fairgrad_on_orthogonal_gradients_has_a_closed_form(alpha):
     """Orthogonal g_i: |g_i|^2 w_i = w_i^(-1/alpha), so w_i = |g_i|^(-2 alpha / (alpha + 1));

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import torch
 
 from xtask_mt.weighting.base import StepContext, TaskWeighting
@@ -15,8 +14,10 @@ from xtask_mt.weighting.gradients import unscaled_task_jacobian
 
 class FairGradWeighting(TaskWeighting):
     """The weights w > 0 solve G G^T w = w ** (-1 / alpha) (G the (K, P) task gradients at
-    the shared encoder), found by scipy's bounded least squares from w = 1/K each step. The
-    whole network is trained on sum_i w_i L_i, whose gradient at the encoder is G^T w.
+    the shared encoder), found by torchjd's FairGrad weighting (scipy's bounded least squares
+    from w = 1/K each step). The whole network is trained on sum_i w_i L_i, whose gradient at
+    the encoder is G^T w; torchjd's FairGrad aggregator would give the heads the plain sum
+    instead, where the reference trains them on the weighted one.
 
     The task gradients are averaged over the processes under DDP, so every process uses the
     same weights. Per step: K backward passes for G plus one over the weighted sum.
@@ -28,7 +29,10 @@ class FairGradWeighting(TaskWeighting):
         super().__init__(tasks)
         if not alpha > 0:
             raise ValueError(f"alpha must be a number > 0, got {alpha}")
+        from torchjd.aggregation import FairGradWeighting as Solver  # only this needs scipy
+
         self.alpha = float(alpha)
+        self.solver = Solver(self.alpha)
         self.register_buffer("weights", torch.full((len(self.tasks),), 1.0 / len(self.tasks)))
 
     def combine(self, losses: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -36,13 +40,7 @@ class FairGradWeighting(TaskWeighting):
 
     def solve(self, gram: torch.Tensor) -> torch.Tensor:
         """(K, K) Gram matrix of the task gradients -> the weights (K,)."""
-        from scipy.optimize import least_squares  # imported here: only this needs it
-
-        a = gram.detach().double().cpu().numpy()
-        k = a.shape[0]
-        result = least_squares(lambda w: a @ w - w ** (-1 / self.alpha), np.full(k, 1.0 / k),
-                               bounds=(0, np.inf))
-        return torch.from_numpy(result.x)
+        return self.solver(gram.detach().double().cpu())
 
     def backward(self, losses: Mapping[str, torch.Tensor], ctx: StepContext) -> torch.Tensor:
         _, jacobian = unscaled_task_jacobian(losses, self.tasks, ctx)
