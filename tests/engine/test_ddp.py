@@ -118,10 +118,12 @@ def test_two_gloo_processes_match_one_process_with_the_global_batch(tmp_path):
     assert not torch.equal(a["w.log_vars"], torch.zeros_like(a["w.log_vars"]))
 
 
-@pytest.mark.parametrize("method", ["pcgrad", "dwa"])
+@pytest.mark.parametrize("method", ["pcgrad", "dwa", "db_mtl"])
 def test_two_processes_match_one_for_a_gradient_and_an_epoch_method(tmp_path, method):
     """PCGrad combines task gradients averaged over the ranks, DWA weighs by the epochs'
-    mean losses over all ranks: both must train as one process with the global batch."""
+    mean losses over all ranks, DB-MTL divides the averaged task gradients by the averaged
+    losses and keeps a moving average of them from step to step: each must train as one
+    process with the global batch."""
     common = TINY + RUN + [f"weighting={method}"]
     ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
     single = _ddp_and_single(common, ddp_dir, single_dir)
@@ -130,11 +132,20 @@ def test_two_processes_match_one_for_a_gradient_and_an_epoch_method(tmp_path, me
     figures = lambda history: [{k: v for k, v in e.items() if k != "epoch_time_s"}  # noqa: E731
                                for e in history]
     assert figures(rank0["history"]) == figures(rank1["history"])  # the same on both ranks
-    for ddp, one in zip(rank0["history"], single["history"], strict=True):
+    # DB-MTL's weights are ratios of task gradient norms: after the first step (taken at the
+    # same parameters) they carry the drift of the gradients themselves, which BatchNorm over
+    # this net's 1x2-pixel maps makes ~1-3% in norm and more in direction (pcgrad's
+    # train/grad_norm_* and grad_cos_* drift alike); that both ranks log the same weights
+    # every epoch (above) shows they keep the same moving average
+    drift = 5e-2 if method == "db_mtl" else 1e-3
+    # DB-MTL's total is a sum of log-losses (near 0): its error is the losses' relative ones
+    log_total = {"train/total": 2e-3} if method == "db_mtl" else {}
+    for epoch, (ddp, one) in enumerate(zip(rank0["history"], single["history"], strict=True)):
         for key in ("train/total", "train/task_seg", "train/task_depth"):
-            assert ddp[key] == pytest.approx(one[key], rel=1e-3), key
+            assert ddp[key] == pytest.approx(one[key], rel=1e-3, abs=log_total.get(key, 0)), key
         weights = [k for k in one if k.startswith("train/weight_")]
-        assert [ddp[k] for k in weights] == pytest.approx([one[k] for k in weights], rel=1e-3)
+        assert [ddp[k] for k in weights] == pytest.approx([one[k] for k in weights],
+                                                          rel=1e-3 if epoch == 0 else drift)
     if method == "dwa":  # after two epochs the weights move off 1
         assert rank0["history"][-1]["train/weight_seg"] != 1.0
     a, b = _params(ddp_dir / "checkpoints" / "last.pt"), _params(

@@ -134,7 +134,8 @@ def test_a_method_without_its_solver_fails_in_one_line(monkeypatch):
 
 METHODS = ["fixed", "uncertainty", "gradnorm", "dwa", "rlw", "gls", "scale_invariant", "famo",
            "pcgrad", "mgda", "mgda_ub", "imtl_g", "cagrad", "nash_mtl", "aligned_mtl", "upgrad",
-           "graddrop", "gradvac", "config"]
+           "graddrop", "gradvac", "config",
+           "db_mtl", "fairgrad", "moco", "stch", "excess_mtl", "sdmgrad"]
 
 
 @pytest.mark.slow

@@ -87,6 +87,17 @@ class TaskWeighting(nn.Module, ABC):
         """Hook run after each training epoch with that epoch's mean task losses (by task),
         e.g. for methods that weigh by the rate at which losses fall."""
 
+    def _load_from_state_dict(self, state_dict: Mapping[str, torch.Tensor], prefix: str,
+                              *args: object, **kwargs: object) -> None:
+        """A buffer registered empty, whose shape is known only at the first step (e.g. one
+        value per shared parameter), takes the shape of the saved one before it is loaded."""
+        for name, buffer in self._buffers.items():
+            saved = state_dict.get(prefix + name)
+            if buffer is not None and buffer.numel() == 0 and saved is not None:
+                self._buffers[name] = torch.empty(saved.shape, dtype=buffer.dtype,
+                                                  device=buffer.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
 
 @contextlib.contextmanager
 def encoder_features(encoder: nn.Module, into: list[torch.Tensor], wanted: bool) -> Iterator[None]:
@@ -117,3 +128,12 @@ def mean_over_processes(values: torch.Tensor) -> torch.Tensor:
     total = values.clone()
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
     return total / dist.get_world_size()
+
+
+def linearised_total(value: torch.Tensor, weights: torch.Tensor, losses: torch.Tensor
+                     ) -> torch.Tensor:
+    """A total whose value is `value` and whose gradient is sum_i weights_i grad losses_i.
+    A nonlinear scalarisation of the losses evaluated (with its weights, its derivatives) at
+    the losses averaged over the processes trains, once DDP averages the gradients, what one
+    process with the global batch trains; without DDP it is the scalarisation itself."""
+    return value + (weights * (losses - losses.detach())).sum()
