@@ -23,16 +23,20 @@ def test_every_flipped_bit_is_refused_or_changes_nothing(tmp_path, checkpoint_by
     reference = load_checkpoint_from(tmp_path / "ok.pt", checkpoint_bytes)
     rng = random.Random(0)
     refused = 0
+    damaged = bytearray(checkpoint_bytes)
     for trial in range(120):
-        damaged = bytearray(checkpoint_bytes)
-        damaged[rng.randrange(len(damaged))] ^= 1 << rng.randrange(8)
+        at, bit = rng.randrange(len(damaged)), 1 << rng.randrange(8)
+        damaged[at] ^= bit
         path = tmp_path / f"flip{trial}.pt"
         try:
-            loaded = load_checkpoint_from(path, bytes(damaged))
+            loaded = load_checkpoint_from(path, damaged)
         except CheckpointError as exc:
             assert str(path) in str(exc)
             refused += 1
             continue
+        finally:  # the intact bytes again, and no pile of damaged copies on the disk
+            damaged[at] ^= bit
+            path.unlink()
         # a flip the archive's checks cannot see must be one that changed nothing we read
         for key, value in reference["model"].items():
             assert torch.equal(loaded["model"][key], value), (trial, key)
@@ -40,6 +44,6 @@ def test_every_flipped_bit_is_refused_or_changes_nothing(tmp_path, checkpoint_by
     assert refused > 60  # nearly every byte of the file is data the CRCs cover
 
 
-def load_checkpoint_from(path, data: bytes) -> dict:
+def load_checkpoint_from(path, data: bytes | bytearray) -> dict:
     path.write_bytes(data)
     return load_checkpoint(path)

@@ -76,12 +76,13 @@ def _assert_same_metrics(got: dict, expected: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("seed", range(3))
 def test_sigkill_at_random_points_then_resume_matches_uninterrupted(tmp_path, uninterrupted,
                                                                     seed):
     """kill -9 inside a checkpoint write (seeds 0, 1: the 1st and 3rd temp file) or at a
-    random moment of epoch 2 (seeds 2-4); the resumed job's files agree with each other and
-    it ends as an uninterrupted one does."""
+    random moment of epoch 2 (seed 2; any moment there resumes from epoch 1's last.pt, so
+    more moments take the same path); the resumed job's files agree with each other and it
+    ends as an uninterrupted one does."""
     rng = random.Random(seed)
     inside = {0: 1, 1: 3}.get(seed, 0)
     proc = _start_and_signal(tmp_path, signal.SIGKILL, delay=0.0 if inside else

@@ -44,7 +44,7 @@ def test_training_improves_over_untrained_model(tmp_path):
     """A few epochs on synthetic scenes lift mIoU well above the untrained model's."""
     overrides = ["encoder=resnet18", "dataset.height=32", "dataset.width=64",
                  "dataset.train_size=32", "dataset.val_size=16", "trainer.device=cpu",
-                 "trainer.progress_bar=false", "optimizer.lr=0.0003"]
+                 "trainer.progress_bar=false", "optimizer.lr=0.0003", "model.decoder_width=16"]
     trained = train(compose_config(overrides + ["trainer.epochs=6", "trainer.val_at_start=true"]),
                     tmp_path)
     untrained = trained["initial"]

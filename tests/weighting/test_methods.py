@@ -138,9 +138,17 @@ METHODS = ["fixed", "uncertainty", "gradnorm", "dwa", "rlw", "gls", "scale_invar
            "db_mtl", "fairgrad", "moco", "stch", "excess_mtl", "sdmgrad"]
 
 
+# bf16 autocast changes a method's inputs only where it reaches past the fp32 losses and
+# the fp32 parameter gradients: GradNorm's gradient of a gradient through the autocast
+# graph, FAMO's extra forward pass, MGDA-UB's bf16 encoder features; PCGrad stands for the
+# aggregators over the task Jacobian, which is fp32 under either precision. The other
+# methods see the same fp32 numbers under bf16, so their fp32 run covers them.
+BF16_METHODS = ["gradnorm", "famo", "mgda_ub", "pcgrad"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", ["32", "bf16-mixed"])
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(("method", "precision"), [
+    *((m, "32") for m in METHODS), *((m, "bf16-mixed") for m in BF16_METHODS)])
 def test_every_method_trains_the_synthetic_job(tmp_path, method, precision):
     from xtask_mt.engine.trainer import train
 
