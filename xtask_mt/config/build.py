@@ -185,7 +185,8 @@ _SEED_EDGES = {"seg_to_depth": ("seg", "depth", "alpha"), "depth_to_seg": ("dept
 # config (or checkpoint) written before them had.
 LEGACY_MODEL_SETTINGS: dict[str, Any] = {"arch": "resnet_unet",
                                          "decoder_align_corners": False,
-                                         "transfer.arch": "unet"}
+                                         "transfer.arch": "unet",
+                                         "decoder_bias": "head"}
 
 
 def seed_edge_pairs() -> list[list[str]]:
@@ -212,6 +213,11 @@ def upgrade_saved_config(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
+def decoder_bias(cfg: DictConfig) -> str:
+    """model.decoder_bias; a model config that does not name it has the method's (`seed`)."""
+    return str(cfg.model.get("decoder_bias", "seed"))
+
+
 def transfer_edges(cfg: DictConfig) -> list[tuple[str, str]]:
     """The (source, target) pairs of `model.transfer.edges`, none when transfer is off."""
     m = cfg.model
@@ -227,7 +233,7 @@ def _resnet_unet(cfg: DictConfig, heads: dict[str, int]
     encoder = ResNetEncoder(depth=int(e.depth), pretrained=bool(e.pretrained),
                             weights_path=e.get("weights_path"))
     return encoder, {task: UNetDecoder(encoder.channels, channels, int(m.decoder_width),
-                                       bool(m.decoder_align_corners))
+                                       bool(m.decoder_align_corners), decoder_bias(cfg))
                      for task, channels in heads.items()}
 
 

@@ -21,7 +21,7 @@ from xtask_mt.config.build import (
 from xtask_mt.config.schedules import SCHEDULES
 from xtask_mt.data.splits import TEST
 from xtask_mt.errors import ConfigError
-from xtask_mt.models import ENCODER_DEPTHS, TRANSFER_ARCHS
+from xtask_mt.models import DECODER_BIASES, ENCODER_DEPTHS, TRANSFER_ARCHS
 from xtask_mt.runtime.distributed import STRATEGIES
 from xtask_mt.runtime.placement import PlacementSettings
 from xtask_mt.runtime.precision import COMPILE_MODES, PRECISIONS, needs_grad_scaler
@@ -111,6 +111,9 @@ def _check_values(problems: _Problems) -> None:
           f"one of {sorted(ARCHITECTURES)} (or pick model=mtan|adamtnet)")
     check("model.transfer.arch", lambda v: v in TRANSFER_ARCHS, f"one of {sorted(TRANSFER_ARCHS)}")
     check("model.decoder_width", _int_at_least(1), "an integer >= 1")
+    if "decoder_bias" in cfg.model:  # model configs without it have the method's
+        check("model.decoder_bias", lambda v: v in DECODER_BIASES,
+              f"one of {list(DECODER_BIASES)} (head: the decoders of runs made before it)")
     if check("dataset.name", lambda v: v in DATASET_CLASSES, f"one of {sorted(DATASET_CLASSES)}"):
         classes = DATASET_CLASSES[cfg.dataset.name]
         check("dataset.num_classes", lambda v: v in classes,

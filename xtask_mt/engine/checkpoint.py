@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from xtask_mt.config.build import (
     LEGACY_MODEL_SETTINGS,
     USES_ENCODER_GROUP,
+    decoder_bias,
     seed_edge_pairs,
     transfer_edges,
 )
@@ -161,7 +162,8 @@ def model_spec(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
     if str(m.arch) in USES_ENCODER_GROUP:
         spec.update({"encoder.depth": int(cfg.encoder.depth),
                      "model.decoder_width": int(m.decoder_width),
-                     "model.decoder_align_corners": bool(m.decoder_align_corners)})
+                     "model.decoder_align_corners": bool(m.decoder_align_corners),
+                     "model.decoder_bias": decoder_bias(cfg)})
     if str(m.arch) == "adamtnet":  # its attention weights are sized for these
         spec["input"] = [int(cfg.dataset.batch_size), int(cfg.dataset.height),
                          int(cfg.dataset.width)]
@@ -175,8 +177,10 @@ def check_model_spec(path: Path, saved: dict[str, Any], current: dict[str, Any])
         # written before transfer nets became edges: the seed's two, when transfer was on
         saved["model.transfer.edges"] = seed_edge_pairs() \
             if saved["model.transfer.enabled"] else []
-    if saved and "model.arch" not in saved:  # written before these settings existed
-        saved.update({f"model.{key}": value for key, value in LEGACY_MODEL_SETTINGS.items()})
+    if saved:  # settings added since it was written stand for what it was trained with
+        legacy = {f"model.{key}": value for key, value in LEGACY_MODEL_SETTINGS.items()}
+        saved.update({key: value for key, value in legacy.items() if key not in saved and (
+            key in current or "model.arch" not in saved)})
     keys = sorted(set(saved) | set(current))
     diffs = [f"{k}: checkpoint={saved.get(k)!r}, config={current.get(k)!r}" for k in keys
              if saved.get(k) != current.get(k)]
