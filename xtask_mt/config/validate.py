@@ -21,6 +21,8 @@ from xtask_mt.config.build import (
 from xtask_mt.config.schedules import SCHEDULES
 from xtask_mt.data.splits import TEST
 from xtask_mt.errors import ConfigError
+from xtask_mt.losses import CONSISTENCY_TARGETS, SMOOTHING_RULES
+from xtask_mt.metrics import ENERGY_KEY
 from xtask_mt.models import DECODER_BIASES, ENCODER_DEPTHS, TRANSFER_ARCHS
 from xtask_mt.runtime.distributed import STRATEGIES
 from xtask_mt.runtime.placement import PlacementSettings
@@ -104,6 +106,10 @@ def _check_values(problems: _Problems) -> None:
     check("loss.alpha", _in_range(0, 1), "a number in [0, 1]")
     check("loss.gamma", _in_range(0, 1), "a number in [0, 1]")
     check("loss.label_smoothing", _in_range(0, 1, hi_open=True), "a number in [0, 1)")
+    for key, choices in (("label_smoothing_rule", SMOOTHING_RULES),
+                         ("consistency_target", CONSISTENCY_TARGETS)):
+        if key in cfg.loss:  # configs saved before these settings lack them
+            check(f"loss.{key}", lambda v, c=choices: v in c, f"one of {list(choices)}")
     tasks_ok = _check_tasks_and_edges(problems)
     check("encoder.depth", lambda v: v in ENCODER_DEPTHS,
           f"one of {list(ENCODER_DEPTHS)} (pick encoder=resnet18|34|50|101|152)")
@@ -318,8 +324,9 @@ def _check_weighting(problems: _Problems) -> None:
 
 def validation_metric_names(cfg: DictConfig) -> set[str]:
     """The `val/*` names a validation of this job reports: each task's metrics, the
-    consistency metric of each edge into it, and the loss term of each task and edge
-    (empty when the tasks or edges are themselves invalid)."""
+    consistency metric of each edge into it, the loss term of each task and edge, and the
+    consistency energy of each edge and over the edges (empty when the tasks or edges are
+    themselves invalid)."""
     try:
         tasks = [get_task(t) for t in cfg.model.tasks]
         edges = transfer_edges(cfg) if bool(cfg.model.transfer.enabled) else []
@@ -329,6 +336,8 @@ def validation_metric_names(cfg: DictConfig) -> set[str]:
     names |= {f"consistency_{edge_name(s, t)}" for s, t in edges}
     names |= {f"loss_{task.name}" for task in tasks}
     names |= {f"loss_{edge_name(s, t)}" for s, t in edges}
+    if edges:
+        names |= {ENERGY_KEY, *(f"energy_{edge_name(s, t)}" for s, t in edges)}
     return {f"val/{n}" for n in names}
 
 

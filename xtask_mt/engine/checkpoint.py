@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from xtask_mt.config.build import (
+    LEGACY_LOSS_SETTINGS,
     LEGACY_MODEL_SETTINGS,
     USES_ENCODER_GROUP,
     decoder_bias,
@@ -217,8 +218,12 @@ def check_training_settings(path: Path, saved: dict[str, Any], current: dict[str
                             ) -> None:
     """Refuse to resume a checkpoint trained with other settings (resolved configs), naming
     each differing key; keys under RESUME_SAFE_KEYS may differ, and keys the checkpoint does
-    not know (options added since) are not compared."""
+    not know (options added since) are not compared, but for LEGACY_LOSS_SETTINGS, which
+    stand for what it trained with."""
     old, new = _flatten(saved), _flatten(current)
+    if "loss" in saved:
+        for key, value in LEGACY_LOSS_SETTINGS.items():
+            old.setdefault(f"loss.{key}", value)
     diffs = [f"{k}: checkpoint={old[k]!r}, config={new.get(k)!r}" for k in sorted(old)
              if old[k] != new.get(k) and not k.startswith(RESUME_SAFE_KEYS)
              and (k in new or not any(n.startswith(f"{k}.") for n in new))]
