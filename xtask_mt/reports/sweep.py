@@ -7,7 +7,9 @@ loss.gamma, heatmap_<metric>.png (a grid, mean over seeds) or, for sampled (Optu
 scatter_<metric>.png. A multi-objective sweep (hparams_search=optuna_pareto, or
 `--pareto a,b`) adds its Pareto front to report.md and pareto_<a>_<b>.png.
 With `--table seed` it writes the seed's comparison tables of a sweeps/seed_table_*.yaml
-sweep instead (seed_table.md, seed_table.csv; see reports.seed_table).
+sweep instead (seed_table.md, seed_table.csv; see reports.seed_table); `--table study` and
+`--table ablation` the seed's consistency-method and ablation studies (see
+reports.seed_studies).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from xtask_mt.reports.job_dirs import find_job_dirs, natural_key
 from xtask_mt.reports.pareto import pareto_markdown, write_pareto_plot
+from xtask_mt.reports.seed_studies import SeedStudyError, write_ablation, write_study
 from xtask_mt.reports.seed_table import SeedTableError, write_seed_table
 from xtask_mt.reports.stats import last_k_mean, mean_se
 from xtask_mt.tasks import get_task, higher_is_better, registered_tasks
@@ -415,9 +418,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated metrics shown in the Markdown table "
                         "(default: the headline metrics of the tasks the jobs have)")
     parser.add_argument("--out", type=Path, default=None, help="output dir (default: sweep)")
-    parser.add_argument("--table", choices=("jobs", "seed"), default="jobs",
+    parser.add_argument("--table", choices=("jobs", "seed", "study", "ablation"),
+                        default="jobs",
                         help="jobs: one line per job (default); seed: the seed's comparison "
-                        "tables from a sweeps/seed_table_*.yaml sweep")
+                        "tables from a sweeps/seed_table_*.yaml sweep; study, ablation: the "
+                        "seed's studies from sweeps/consistency_study.yaml, seed_ablation.yaml")
     parser.add_argument("--baseline", default="stl",
                         help="--table seed: Delta_m against the single-task rows "
                         "<baseline>_<task> (stl: ResNet; mtan_stl: MTAN)")
@@ -431,12 +436,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.table == "seed":
             written = write_seed_table(args.sweep_dir, args.baseline, args.last_k, args.out)
+        elif args.table == "study":
+            written = write_study(args.sweep_dir, args.out)
+        elif args.table == "ablation":
+            written = write_ablation(args.sweep_dir, args.last_k, args.out)
         else:
             written = write_report(args.sweep_dir, args.metric,
                                    tuple(c for c in args.columns.split(",") if c) or None,
                                    args.out, args.last_k,
                                    tuple(m for m in args.pareto.split(",") if m) or None)
-    except (FileNotFoundError, SeedTableError, SweepReportError) as exc:
+    except (FileNotFoundError, SeedTableError, SeedStudyError, SweepReportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(written["markdown"].read_text())
