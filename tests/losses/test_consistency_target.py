@@ -110,3 +110,20 @@ def test_the_paper_experiments_smooth_by_the_seed_rule_and_the_default_by_torchs
 def test_unknown_rules_and_targets_are_refused_naming_the_choices(override, named):
     with pytest.raises(ConfigError, match=f"{named}: expected one of"):
         validate_config(compose_config([override]))
+
+
+def test_a_checkpoint_without_the_new_loss_settings_resumes_only_under_what_it_trained_with():
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from xtask_mt.engine.checkpoint import CheckpointError, check_training_settings
+
+    saved = OmegaConf.to_container(compose_config(["experiment=cityscapes_paper"]), resolve=True)
+    for key in ("label_smoothing_rule", "consistency_target"):
+        del saved["loss"][key]
+    paper = compose_config(["experiment=cityscapes_paper"])
+    with pytest.raises(CheckpointError, match="loss.label_smoothing_rule: checkpoint='torch'"):
+        check_training_settings(Path("old.pt"), saved, OmegaConf.to_container(paper, resolve=True))
+    as_trained = compose_config(["experiment=cityscapes_paper", "loss.label_smoothing_rule=torch"])
+    check_training_settings(Path("old.pt"), saved, OmegaConf.to_container(as_trained, resolve=True))

@@ -69,7 +69,7 @@ def _ablation(sweep: Path) -> None:
     for arm, (part, miou, abs_err) in arms.items():
         for seed, shift in enumerate((-0.01, 0.01)):
             _job(sweep / arm / f"seed{seed}",
-                 {"seed_ablation": {"arm": arm, "part": part, "label": arm.replace("_", " ")}},
+                 {"seed_ablation": {"name": arm, "part": part, "label": arm.replace("_", " ")}},
                  {"best": {"val/miou": miou + shift, "val/pixacc": 0.9, "val/abs_err": abs_err,
                            "val/abs_rel": 0.2},
                   "history": [{"epoch": 1, "val/miou": miou, "val/abs_err": abs_err}]})

@@ -241,7 +241,7 @@ def load_ablation(sweep_dir: Path, last_k: int = 0) -> list[Arm]:
         spec = job.config.get("seed_ablation")
         if spec is None:
             continue
-        arm = arms.setdefault(str(spec.arm), Arm(str(spec.arm), str(spec.part), str(spec.label)))
+        arm = arms.setdefault(str(spec.name), Arm(str(spec.name), str(spec.part), str(spec.label)))
         if job.summary is None:
             arm.unfinished += 1
         else:
