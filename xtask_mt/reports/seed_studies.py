@@ -160,6 +160,7 @@ def write_study_plot(methods: dict[str, Method], path: Path) -> None:
     """Validation loss and consistency energy per epoch, one line per method (mean over
     the seeds) with a band of one standard deviation."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(12, 4.5))
     panels = (("loss", "validation loss (sum of direct losses)", "Loss history"),
@@ -179,6 +180,7 @@ def write_study_plot(methods: dict[str, Method], path: Path) -> None:
                             [a + s for a, s in zip(means, stds, strict=True)],
                             color=colour, alpha=0.2, linewidth=0)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title} (mean ± 1 std over seeds)")
         ax.legend()
