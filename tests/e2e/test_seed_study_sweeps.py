@@ -81,7 +81,8 @@ def test_every_arm_of_the_ablation_trains_and_reports(tmp_path, cityscapes):
     _run_sweep("seed_ablation", sweep, cityscapes, {"TORCH_HOME": str(tmp_path / "torch")})
     configs = {arm: _finished(sweep / arm / "seed0") for arm in ARM_ORDER}
     assert configs["resnet101"]["encoder"]["depth"] == 101
-    assert configs["no_alpha_gamma"]["loss"]["consistency"]["seg_to_depth"] == 0
+    assert configs["no_alpha_gamma"]["loss"]["alpha"] == configs["no_alpha_gamma"]["loss"][
+        "gamma"] == 0  # the saved config keeps the edges' weights as ${loss.alpha}, ...
     assert configs["no_smoothing_no_uncertainty"]["weighting"]["name"] == "fixed"
     assert configs["full"]["loss"]["label_smoothing"] == 0.1
     assert configs["full"]["loss"]["label_smoothing_rule"] == "seed"
