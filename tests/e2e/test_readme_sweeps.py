@@ -110,6 +110,8 @@ def test_readme_sweep_command_runs_shrunk(command: str, tmp_path: Path) -> None:
         pytest.skip("every row of the seed-table sweeps runs in test_seed_table_sweeps.py")
     if "-cn bench_" in command:
         pytest.skip("every row of the benchmark sweeps runs in test_bench_sweeps.py")
+    if "consistency_study" in command or "seed_ablation" in command:
+        pytest.skip("every job of the seed's studies runs in test_seed_study_sweeps.py")
     args, jobs = shrunk(command, sweep)
     if "hydra/launcher=slurm" in command:  # no cluster here: the config must compose
         done = _run([*(a for a in args if "choice(" not in a), "--cfg", "hydra"])

@@ -90,6 +90,10 @@ def _recompute(pred: dict[str, np.ndarray], data: SyntheticScenes) -> dict[str, 
     out["consistency_seg_to_depth"] = np.abs(pred["seg_to_depth"].astype(float) -
                                           pred["depth"].astype(float))[mask].mean()
     out["consistency_depth_to_seg"] = np.mean((pred["depth_to_seg"] == pred["seg"])[labelled])
+    # the seed's energy of the seg -> depth edge counts every pixel (that of depth -> seg
+    # needs the logits, which are not saved)
+    out["energy_seg_to_depth"] = np.abs(pred["seg_to_depth"].astype(float) -
+                                        pred["depth"].astype(float)).mean()
     out["per_class"] = [float(np.diag(conf)[k] / union[k]) if union[k] else None
                         for k in range(c)]
     return out
@@ -107,7 +111,8 @@ def test_metrics_json_equals_recomputation_from_saved_predictions(run_dir, test_
     expected = _recompute(pred, data)
     per_class = expected.pop("per_class")
     losses = {f"test/loss_{k}" for k in ("seg", "depth", "seg_to_depth", "depth_to_seg")}
-    assert set(saved["metrics"]) == {f"test/{k}" for k in expected} | losses
+    energy = {"test/energy_depth_to_seg", "test/consistency_energy"}
+    assert set(saved["metrics"]) == {f"test/{k}" for k in expected} | losses | energy
     for key, value in expected.items():
         assert saved["metrics"][f"test/{key}"] == pytest.approx(value, rel=1e-6, abs=1e-9), key
     assert saved["class_names"] == list(SyntheticScenes.class_names)

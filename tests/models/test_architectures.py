@@ -70,7 +70,8 @@ def test_a_config_saved_before_model_arch_builds_the_former_networks():
 def test_a_checkpoint_from_before_model_arch_is_refused_by_the_new_defaults_naming_why():
     cfg = compose_config(["encoder=resnet18"])
     old_spec = {k: v for k, v in model_spec(cfg, 7).items()
-                if k not in ("model.arch", "model.decoder_align_corners", "model.transfer.arch")}
+                if k not in ("model.arch", "model.decoder_align_corners", "model.transfer.arch",
+                             "model.decoder_bias")}
     with pytest.raises(CheckpointError, match="model.transfer.arch: checkpoint='unet'"):
         check_model_spec(Path("old.pt"), old_spec, model_spec(cfg, 7))
     legacy = compose_config(["encoder=resnet18", *(f"model.{k}={v}" for k, v in

@@ -35,8 +35,8 @@ from xtask_mt.data.splits import BENCHMARK_SPLITS
 from xtask_mt.data.synthetic import SyntheticScenes
 from xtask_mt.data.transforms import FieldRule, TrainAugmentation, depth_scaling_for
 from xtask_mt.errors import ConfigError
-from xtask_mt.losses import ConsistencyTerm, TaskObjective
-from xtask_mt.metrics import MetricCollection
+from xtask_mt.losses import ConsistencyTerm, TaskObjective, against_ground_truth
+from xtask_mt.metrics import ConsistencyEnergy, MetricCollection
 from xtask_mt.models import (
     TRANSFER_ARCHS,
     CrossTaskModel,
@@ -190,7 +190,14 @@ _SEED_EDGES = {"seg_to_depth": ("seg", "depth", "alpha"), "depth_to_seg": ("dept
 # config (or checkpoint) written before them had.
 LEGACY_MODEL_SETTINGS: dict[str, Any] = {"arch": "resnet_unet",
                                          "decoder_align_corners": False,
-                                         "transfer.arch": "unet"}
+                                         "transfer.arch": "unet",
+                                         "decoder_bias": "head"}
+
+
+# Loss settings added since the first release, with the value that stands for what a config
+# (or checkpoint) written before them trained with.
+LEGACY_LOSS_SETTINGS: dict[str, Any] = {"label_smoothing_rule": "torch",
+                                        "consistency_target": "prediction"}
 
 
 def seed_edge_pairs() -> list[list[str]]:
@@ -201,10 +208,13 @@ def seed_edge_pairs() -> list[list[str]]:
 
 def upgrade_saved_config(cfg: DictConfig) -> DictConfig:
     """`cfg`, or a copy completed where an older saved config (of a run to evaluate) lacks
-    settings added since: the seed's edges and weights, and LEGACY_MODEL_SETTINGS."""
+    settings added since: the seed's edges and weights, LEGACY_MODEL_SETTINGS and
+    LEGACY_LOSS_SETTINGS."""
     missing = [key for key in LEGACY_MODEL_SETTINGS
                if OmegaConf.select(cfg.model, key) is None]
-    if "edges" in cfg.model.transfer and "consistency" in cfg.loss and not missing:
+    missing_loss = [key for key in LEGACY_LOSS_SETTINGS if key not in cfg.loss]
+    if "edges" in cfg.model.transfer and "consistency" in cfg.loss and not missing \
+            and not missing_loss:
         return cfg
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
@@ -214,7 +224,14 @@ def upgrade_saved_config(cfg: DictConfig) -> DictConfig:
                                     for edge, (_, _, weight) in _SEED_EDGES.items()}
         for key in missing:
             OmegaConf.update(cfg.model, key, LEGACY_MODEL_SETTINGS[key])
+        for key in missing_loss:
+            cfg.loss[key] = LEGACY_LOSS_SETTINGS[key]
     return cfg
+
+
+def decoder_bias(cfg: DictConfig) -> str:
+    """model.decoder_bias; a model config that does not name it has the method's (`seed`)."""
+    return str(cfg.model.get("decoder_bias", "seed"))
 
 
 def transfer_edges(cfg: DictConfig) -> list[tuple[str, str]]:
@@ -286,7 +303,8 @@ def _resnet_unet(cfg: DictConfig, heads: dict[str, int]
     m = cfg.model
     encoder = build_encoder(cfg)
     return encoder, {task: UNetDecoder(encoder.channels, channels, int(m.decoder_width),
-                                       bool(m.decoder_align_corners), encoder.strides)
+                                       bool(m.decoder_align_corners), encoder.strides,
+                                       decoder_bias(cfg))
                      for task, channels in heads.items()}
 
 
@@ -327,7 +345,8 @@ def _sharing_scheme(cfg: DictConfig, heads: dict[str, int]
     encoder = functools.partial(ResNetEncoder, depth=int(e.depth), pretrained=bool(e.pretrained),
                                 weights_path=e.get("weights_path"))
     decoder = functools.partial(UNetDecoder, width=int(m.decoder_width),
-                                align_corners=bool(m.decoder_align_corners))
+                                align_corners=bool(m.decoder_align_corners),
+                                bias=decoder_bias(cfg))
     try:
         return builder(heads, encoder, decoder, (int(d.height), int(d.width)), **options)
     except ValueError as exc:
@@ -380,18 +399,26 @@ def _loss_choice(cfg: DictConfig, group: str, default: str) -> str:
     return str(node.name) if node is not None else default
 
 
+def consistency_target(cfg: DictConfig) -> str:
+    """loss.consistency_target; configs saved before it trained towards the prediction."""
+    return str(cfg.loss.get("consistency_target", "prediction"))
+
+
 def build_objective(cfg: DictConfig) -> TaskObjective:
     """Direct loss of each task, and a consistency term per edge weighted by
-    `loss.consistency.<edge>` (`loss.alpha` and `loss.gamma` for the seed's two edges)."""
+    `loss.consistency.<edge>` (`loss.alpha` and `loss.gamma` for the seed's two edges): the
+    transferred prediction against the target task's detached direct prediction, or with
+    `loss.consistency_target=label` against its ground truth by its direct loss."""
     tasks = {name: get_task(name) for name in cfg.model.tasks}
     direct = {name: task.direct_loss(_loss_choice(cfg, name, task.direct_losses[0]))
               for name, task in tasks.items()}
     terms = []
+    against_labels = consistency_target(cfg) == "label"
     for source, target in transfer_edges(cfg):
         task = tasks[target]
         edge = edge_name(source, target)
         options = {key: cfg.loss[key] for key in task.consistency_options if key in cfg.loss}
-        loss = task.consistency_loss(
+        loss = against_ground_truth(direct[target]) if against_labels else task.consistency_loss(
             _loss_choice(cfg, f"t{target}", task.consistency_losses[0]), **options)
         terms.append(ConsistencyTerm(edge, source, target,
                                      float(cfg.loss.consistency[edge]), loss))
@@ -401,13 +428,17 @@ def build_objective(cfg: DictConfig) -> TaskObjective:
 
 def build_metrics(cfg: DictConfig, num_classes: int,
                   device: torch.device | str) -> MetricCollection:
-    """One accumulator per task, each told the edges whose predictions target it."""
+    """One accumulator per task, each told the edges whose predictions target it, and the
+    consistency energy over the edges (when there are any)."""
     incoming: dict[str, tuple[str, ...]] = {}
     for source, target in transfer_edges(cfg):
         incoming[target] = (*incoming.get(target, ()), edge_name(source, target))
+    edges = {edge_name(source, target): (target, get_task(target).energy_term)
+             for source, target in transfer_edges(cfg)}
     return MetricCollection({task: get_task(task).metrics(num_classes, device,
                                                           incoming.get(task, ()))
-                             for task in cfg.model.tasks}, incoming)
+                             for task in cfg.model.tasks}, incoming,
+                            ConsistencyEnergy(edges, device) if edges else None)
 
 
 def build_weighting(cfg: DictConfig, tasks: tuple[str, ...]) -> TaskWeighting:

@@ -23,7 +23,9 @@ from xtask_mt.config.build import (
 from xtask_mt.config.schedules import SCHEDULES
 from xtask_mt.data.splits import TEST
 from xtask_mt.errors import ConfigError, UserError
-from xtask_mt.models import ENCODER_DEPTHS, TRANSFER_ARCHS
+from xtask_mt.losses import CONSISTENCY_TARGETS, SMOOTHING_RULES
+from xtask_mt.metrics import ENERGY_KEY
+from xtask_mt.models import DECODER_BIASES, ENCODER_DEPTHS, TRANSFER_ARCHS
 from xtask_mt.models.deeplab import OUTPUT_STRIDES
 from xtask_mt.models.timm_encoder import check_timm_name, pretrained_weights_file
 from xtask_mt.runtime.distributed import STRATEGIES
@@ -108,6 +110,10 @@ def _check_values(problems: _Problems) -> None:
     check("loss.alpha", _in_range(0, 1), "a number in [0, 1]")
     check("loss.gamma", _in_range(0, 1), "a number in [0, 1]")
     check("loss.label_smoothing", _in_range(0, 1, hi_open=True), "a number in [0, 1)")
+    for key, choices in (("label_smoothing_rule", SMOOTHING_RULES),
+                         ("consistency_target", CONSISTENCY_TARGETS)):
+        if key in cfg.loss:  # configs saved before these settings lack them
+            check(f"loss.{key}", lambda v, c=choices: v in c, f"one of {list(choices)}")
     tasks_ok = _check_tasks_and_edges(problems)
     _check_encoder(problems)
     check("model.arch", lambda v: v in ARCHITECTURES,
@@ -120,6 +126,9 @@ def _check_values(problems: _Problems) -> None:
               "value per channel, which batch norm cannot normalise over one image)")
     check("model.transfer.arch", lambda v: v in TRANSFER_ARCHS, f"one of {sorted(TRANSFER_ARCHS)}")
     check("model.decoder_width", _int_at_least(1), "an integer >= 1")
+    if "decoder_bias" in cfg.model:  # model configs without it have the method's
+        check("model.decoder_bias", lambda v: v in DECODER_BIASES,
+              f"one of {list(DECODER_BIASES)} (head: the decoders of runs made before it)")
     if check("dataset.name", lambda v: v in DATASET_CLASSES, f"one of {sorted(DATASET_CLASSES)}"):
         classes = DATASET_CLASSES[cfg.dataset.name]
         check("dataset.num_classes", lambda v: v in classes,
@@ -353,8 +362,9 @@ def _check_weighting(problems: _Problems) -> None:
 
 def validation_metric_names(cfg: DictConfig) -> set[str]:
     """The `val/*` names a validation of this job reports: each task's metrics, the
-    consistency metric of each edge into it, and the loss term of each task and edge
-    (empty when the tasks or edges are themselves invalid)."""
+    consistency metric of each edge into it, the loss term of each task and edge, and the
+    consistency energy of each edge and over the edges (empty when the tasks or edges are
+    themselves invalid)."""
     try:
         tasks = [get_task(t) for t in cfg.model.tasks]
         edges = transfer_edges(cfg) if bool(cfg.model.transfer.enabled) else []
@@ -364,6 +374,8 @@ def validation_metric_names(cfg: DictConfig) -> set[str]:
     names |= {f"consistency_{edge_name(s, t)}" for s, t in edges}
     names |= {f"loss_{task.name}" for task in tasks}
     names |= {f"loss_{edge_name(s, t)}" for s, t in edges}
+    if edges:
+        names |= {ENERGY_KEY, *(f"energy_{edge_name(s, t)}" for s, t in edges)}
     return {f"val/{n}" for n in names}
 
 

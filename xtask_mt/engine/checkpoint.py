@@ -17,8 +17,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from xtask_mt.config.build import (
+    LEGACY_LOSS_SETTINGS,
     LEGACY_MODEL_SETTINGS,
     USES_ENCODER_GROUP,
+    decoder_bias,
     encoder_spec,
     seed_edge_pairs,
     transfer_edges,
@@ -163,7 +165,8 @@ def model_spec(cfg: DictConfig, num_classes: int) -> dict[str, Any]:
     if str(m.arch) in USES_ENCODER_GROUP:
         spec.update({**encoder_spec(cfg.encoder),
                      "model.decoder_width": int(m.decoder_width),
-                     "model.decoder_align_corners": bool(m.decoder_align_corners)})
+                     "model.decoder_align_corners": bool(m.decoder_align_corners),
+                     "model.decoder_bias": decoder_bias(cfg)})
     if str(m.arch) == "deeplabv3plus":
         spec.update({"encoder.depth": int(cfg.encoder.depth),
                      "model.output_stride": int(m.output_stride)})
@@ -186,8 +189,10 @@ def check_model_spec(path: Path, saved: dict[str, Any], current: dict[str, Any])
         # written before transfer nets became edges: the seed's two, when transfer was on
         saved["model.transfer.edges"] = seed_edge_pairs() \
             if saved["model.transfer.enabled"] else []
-    if saved and "model.arch" not in saved:  # written before these settings existed
-        saved.update({f"model.{key}": value for key, value in LEGACY_MODEL_SETTINGS.items()})
+    if saved:  # settings added since it was written stand for what it was trained with
+        legacy = {f"model.{key}": value for key, value in LEGACY_MODEL_SETTINGS.items()}
+        saved.update({key: value for key, value in legacy.items() if key not in saved and (
+            key in current or "model.arch" not in saved)})
     keys = sorted(set(saved) | set(current))
     diffs = [f"{k}: checkpoint={saved.get(k)!r}, config={current.get(k)!r}" for k in keys
              if saved.get(k) != current.get(k)]
@@ -224,8 +229,12 @@ def check_training_settings(path: Path, saved: dict[str, Any], current: dict[str
                             ) -> None:
     """Refuse to resume a checkpoint trained with other settings (resolved configs), naming
     each differing key; keys under RESUME_SAFE_KEYS may differ, and keys the checkpoint does
-    not know (options added since) are not compared."""
+    not know (options added since) are not compared, but for LEGACY_LOSS_SETTINGS, which
+    stand for what it trained with."""
     old, new = _flatten(saved), _flatten(current)
+    if "loss" in saved:
+        for key, value in LEGACY_LOSS_SETTINGS.items():
+            old.setdefault(f"loss.{key}", value)
     diffs = [f"{k}: checkpoint={old[k]!r}, config={new.get(k)!r}" for k in sorted(old)
              if old[k] != new.get(k) and not k.startswith(RESUME_SAFE_KEYS)
              and (k in new or not any(n.startswith(f"{k}.") for n in new))]

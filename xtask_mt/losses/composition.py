@@ -5,7 +5,8 @@ The task loss of a task s with transfer edges s -> t1, s -> t2, ... is
     (1 - sum_e w_e) * direct_s + sum_e w_e * consistency_e
 
 where consistency_e compares the transferred prediction of edge e with the consistency
-target of the direct prediction of t_e (detached). Each consistency term sits in the task
+target of the direct prediction of t_e (detached), or, with against_ground_truth, with the
+ground truth of t_e. Each consistency term sits in the task
 loss of its source, whose decoder its gradient reaches. With the seed's two edges this is
 seg = (1 - alpha) * seg + alpha * seg_to_depth, depth = (1 - gamma) * depth + gamma * depth_to_seg.
 """
@@ -27,6 +28,19 @@ class LossOutput:
 
     terms: dict[str, torch.Tensor]
     tasks: dict[str, torch.Tensor]
+
+
+CONSISTENCY_TARGETS = ("prediction", "label")
+"""What a transferred prediction is trained towards (loss.consistency_target): the detached
+direct prediction of its target task (the method), or that task's ground truth (XTC, Zamir
+et al. 2020)."""
+
+
+def against_ground_truth(direct_loss: Callable[[torch.Tensor, Batch], torch.Tensor]
+                         ) -> Callable[[torch.Tensor, torch.Tensor, Batch], torch.Tensor]:
+    """A consistency loss that ignores the direct prediction: the target task's direct loss
+    of the transferred prediction against the batch's ground truth."""
+    return lambda transferred, _direct, batch: direct_loss(transferred, batch)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ from typing import Protocol
 
 import torch
 
+from xtask_mt.metrics.consistency_energy import ConsistencyEnergy
+
 
 class TaskMetrics(Protocol):
     """What every task's accumulator offers (see SegmentationMetrics, DepthMetrics)."""
@@ -24,24 +26,32 @@ class TaskMetrics(Protocol):
 
 class MetricCollection:
     """`accumulators` by task name; `incoming` names, per task, the edges whose transferred
-    predictions target it (outputs are keyed by task and by edge name)."""
+    predictions target it (outputs are keyed by task and by edge name); `energy`, when
+    given, the consistency energy over the edges."""
 
     def __init__(self, accumulators: Mapping[str, TaskMetrics],
-                 incoming: Mapping[str, tuple[str, ...]]) -> None:
+                 incoming: Mapping[str, tuple[str, ...]],
+                 energy: ConsistencyEnergy | None = None) -> None:
         self.tasks = dict(accumulators)
         self.incoming = {task: tuple(incoming.get(task, ())) for task in self.tasks}
+        self.energy = energy
 
     @torch.no_grad()
     def update(self, out: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> None:
         for task, accumulator in self.tasks.items():
             transferred = {edge: out[edge] for edge in self.incoming[task] if edge in out}
             accumulator.update(out[task], batch, transferred)
+        if self.energy is not None:
+            self.energy.update(out)
 
     def state_tensors(self) -> list[torch.Tensor]:
-        return [t for accumulator in self.tasks.values() for t in accumulator.state_tensors()]
+        tensors = [t for accumulator in self.tasks.values() for t in accumulator.state_tensors()]
+        return tensors + (self.energy.state_tensors() if self.energy is not None else [])
 
     def compute(self) -> dict[str, float]:
         result: dict[str, float] = {}
         for accumulator in self.tasks.values():
             result.update(accumulator.compute())
+        if self.energy is not None:
+            result.update(self.energy.compute())
         return result

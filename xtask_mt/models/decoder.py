@@ -8,6 +8,11 @@ from torch import nn
 
 from xtask_mt.models.layers import conv_block, init_weights
 
+DECODER_BIASES = ("seed", "head")
+"""Where a decoder's biases are: `seed` in every 3x3 convolution (before its BN) and none in
+the 1x1 output convolution, as the method's network; `head` in the 1x1 output convolution
+only, as this project's decoders had before (3,832 fewer parameters for two 7-class tasks)."""
+
 
 class UNetDecoder(nn.Module):
     """Decodes the encoder's maps back to input resolution with `out_channels` outputs.
@@ -18,14 +23,18 @@ class UNetDecoder(nn.Module):
     from the shallowest stride to the input's. `encoder_strides` are the maps' strides,
     shallowest first (timm's feature_info reductions; the ResNet's by default). Each
     upsampling uses `align_corners`: True as in the method's network, False as this project's
-    decoders did before (`model.decoder_align_corners=false`).
+    decoders did before (`model.decoder_align_corners=false`). `bias` places the biases
+    (see DECODER_BIASES).
     """
 
     def __init__(self, encoder_channels: tuple[int, ...], out_channels: int,
                  width: int = 128, align_corners: bool = True,
-                 encoder_strides: tuple[int, ...] = (2, 4, 8, 16, 32)) -> None:
+                 encoder_strides: tuple[int, ...] = (2, 4, 8, 16, 32),
+                 bias: str = "seed") -> None:
         super().__init__()
         self.align_corners = align_corners
+        if bias not in DECODER_BIASES:
+            raise ValueError(f"decoder bias {bias!r} is not one of {DECODER_BIASES}")
         if len(encoder_channels) != len(encoder_strides) or not encoder_channels:
             raise ValueError(f"UNetDecoder got {len(encoder_channels)} channel counts for "
                              f"{len(encoder_strides)} strides; give one of each per encoder map")
@@ -37,11 +46,12 @@ class UNetDecoder(nn.Module):
         # after the block at each level (deepest first), upsample to the next shallower stride
         self.scales = tuple(deep // shallow for deep, shallow in reversed(steps))
         deepest_first = list(reversed(encoder_channels))  # e.g. layer4, layer3, ..., stem
-        blocks = [conv_block(deepest_first[0], width, 3, batch_norm=True)]
-        blocks += [conv_block(width + skip, width, 3, batch_norm=True)
+        conv_bias = bias == "seed"
+        blocks = [conv_block(deepest_first[0], width, 3, batch_norm=True, bias=conv_bias)]
+        blocks += [conv_block(width + skip, width, 3, batch_norm=True, bias=conv_bias)
                    for skip in deepest_first[1:]]
         self.blocks = nn.ModuleList(blocks)
-        self.head = nn.Conv2d(width, out_channels, 1)
+        self.head = nn.Conv2d(width, out_channels, 1, bias=not conv_bias)
         init_weights(self)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from xtask_mt.metrics import ENERGY_KEY
 from xtask_mt.tasks import get_task
 
 _WIDTH = 44
@@ -42,13 +43,18 @@ def format_report(result: dict[str, Any]) -> str:
         lines += [f"  {name:<{_WIDTH - 2}}{_value(iou[name], True)}"
                   for name in result.get("class_names", iou)]
     consistency = [(key, get_task(key.rsplit("_to_", 1)[-1])) for key in m
-                   if key.startswith("consistency_")]
+                   if key.startswith("consistency_") and "_to_" in key]
     if consistency:
         lines += ["", "cross-task consistency (transferred vs direct)"]
         for key, target in consistency:
             label, pct = target.consistency_label
             edge = key.removeprefix("consistency_").replace("_to_", "->")
             lines.append(f"  {edge + ': ' + label:<{_WIDTH - 2}}{_value(m[key], pct)}")
+    if ENERGY_KEY in m:
+        lines += ["", "the seed's consistency energy (transferred vs direct, no ground truth)"]
+        lines += [f"  {key.removeprefix('energy_').replace('_to_', '->'):<{_WIDTH - 2}}"
+                  f"{_value(m[key], False)}" for key in m if key.startswith("energy_")]
+        lines.append(f"  {'mean over the edges':<{_WIDTH - 2}}{_value(m[ENERGY_KEY], False)}")
     if "energy" in result:
         e = result["energy"]
         lines += ["", f"consistency energy over {e['images']} images (mean {e['mean']:.3f}): "

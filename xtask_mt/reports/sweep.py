@@ -9,7 +9,9 @@ scatter_<metric>.png. A multi-objective sweep (hparams_search=optuna_pareto, or
 With `--table seed` it writes the seed's comparison tables of a sweeps/seed_table_*.yaml
 sweep instead (seed_table.md, seed_table.csv; see reports.seed_table). With `--table mtan` or
 `--table libmtl` it writes that benchmark protocol's tables of a sweeps/bench_*.yaml sweep
-(bench_<protocol>.md, .csv and a Delta plot per setting; see reports.benchmark).
+(bench_<protocol>.md, .csv and a Delta plot per setting; see reports.benchmark); `--table
+study` and `--table ablation` the seed's consistency-method and ablation studies (see
+reports.seed_studies).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from xtask_mt.reports.benchmark import BenchmarkError, write_benchmark
 from xtask_mt.reports.job_dirs import find_job_dirs, natural_key
 from xtask_mt.reports.pareto import pareto_markdown, write_pareto_plot
+from xtask_mt.reports.seed_studies import SeedStudyError, write_ablation, write_study
 from xtask_mt.reports.seed_table import SeedTableError, write_seed_table
 from xtask_mt.reports.stats import last_k_mean, mean_se
 from xtask_mt.tasks import get_task, higher_is_better, registered_tasks
@@ -418,10 +421,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated metrics shown in the Markdown table "
                         "(default: the headline metrics of the tasks the jobs have)")
     parser.add_argument("--out", type=Path, default=None, help="output dir (default: sweep)")
-    parser.add_argument("--table", choices=("jobs", "seed", "mtan", "libmtl"), default="jobs",
+    parser.add_argument("--table", choices=("jobs", "seed", "mtan", "libmtl", "study",
+                                            "ablation"), default="jobs",
                         help="jobs: one line per job (default); seed: the seed's comparison "
                         "tables from a sweeps/seed_table_*.yaml sweep; mtan, libmtl: that "
-                        "benchmark protocol's tables from sweeps/bench_<protocol>.yaml")
+                        "benchmark protocol's tables from sweeps/bench_<protocol>.yaml; study, "
+                        "ablation: the seed's studies from sweeps/consistency_study.yaml, "
+                        "seed_ablation.yaml")
     parser.add_argument("--baseline", default="stl",
                         help="--table seed: Delta_m against the single-task rows "
                         "<baseline>_<task> (stl: ResNet; mtan_stl: MTAN)")
@@ -437,12 +443,17 @@ def main(argv: list[str] | None = None) -> int:
             written = write_seed_table(args.sweep_dir, args.baseline, args.last_k, args.out)
         elif args.table in ("mtan", "libmtl"):
             written = write_benchmark(args.sweep_dir, args.table, args.last_k, args.out)
+        elif args.table == "study":
+            written = write_study(args.sweep_dir, args.out)
+        elif args.table == "ablation":
+            written = write_ablation(args.sweep_dir, args.last_k, args.out)
         else:
             written = write_report(args.sweep_dir, args.metric,
                                    tuple(c for c in args.columns.split(",") if c) or None,
                                    args.out, args.last_k,
                                    tuple(m for m in args.pareto.split(",") if m) or None)
-    except (FileNotFoundError, SeedTableError, SweepReportError, BenchmarkError) as exc:
+    except (FileNotFoundError, SeedTableError, SeedStudyError, SweepReportError,
+            BenchmarkError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(written["markdown"].read_text())

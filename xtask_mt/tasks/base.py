@@ -90,6 +90,11 @@ class Task(ABC):
         """(N, H, W) per-pixel disagreement of a transferred prediction into this task with
         the direct one, needing no ground truth (the terms of the consistency energy)."""
 
+    def energy_term(self, transferred: torch.Tensor, direct: torch.Tensor) -> torch.Tensor:
+        """(N, H, W) per-pixel term of the seed's consistency energy for an edge into this
+        task (metrics.consistency_energy): the disagreement itself, unless overridden."""
+        return self.disagreement(transferred, direct)
+
     @abstractmethod
     def image_errors(self, pred: torch.Tensor, batch: Batch) -> torch.Tensor:
         """(N,) error of each image's prediction (NaN for an image without ground truth)."""

@@ -79,6 +79,12 @@ class Normal(Task):
         """Angle in degrees between the transferred and the direct normals."""
         return angular_error(transferred, direct).float()
 
+    def energy_term(self, transferred: torch.Tensor, direct: torch.Tensor) -> torch.Tensor:
+        """1 - cosine of the angle between the transferred and the direct normals."""
+        cosine = (unit_vectors(transferred.double(), 1e-12)
+                  * unit_vectors(direct.double(), 1e-12)).sum(dim=1)
+        return 1 - cosine.clamp(-1.0, 1.0)
+
     def image_errors(self, pred: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Mean angle over each image's valid pixels (degrees)."""
         valid = valid_normals(batch["normal"])

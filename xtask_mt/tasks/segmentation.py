@@ -25,7 +25,7 @@ class Segmentation(Task):
     sample_keys = ("seg",)
     direct_losses = ("cross",)
     consistency_losses = CONSISTENCY_LOSSES
-    consistency_options = ("label_smoothing",)
+    consistency_options = ("label_smoothing", "label_smoothing_rule")
     headline_metrics = ("miou", "pixacc")
     draw = "labels"
     title = "segmentation"
@@ -50,8 +50,9 @@ class Segmentation(Task):
             raise ValueError(f"unknown transferred segmentation loss {name!r}; choose one of "
                              f"{list(self.consistency_losses)}")
         smoothing = float(options.get("label_smoothing", 0.0))
+        rule = str(options.get("label_smoothing_rule", "torch"))
         return lambda transferred, classes, batch: transferred_seg_loss(
-            name, transferred, classes, batch["seg"], smoothing)
+            name, transferred, classes, batch["seg"], smoothing, rule)
 
     def metrics(self, num_classes: int, device: torch.device | str,
                 edges: Sequence[str]) -> SegmentationMetrics:
@@ -73,6 +74,12 @@ class Segmentation(Task):
     def disagreement(self, transferred: torch.Tensor, direct: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of the transferred logits at the direct class."""
         return F.cross_entropy(transferred.float(), class_map(direct), reduction="none")
+
+    def energy_term(self, transferred: torch.Tensor, direct: torch.Tensor) -> torch.Tensor:
+        """KL(softmax(direct) || softmax(transferred)), summed over the classes."""
+        log_direct = F.log_softmax(direct.double(), dim=1)
+        log_transferred = F.log_softmax(transferred.double(), dim=1)
+        return (log_direct.exp() * (log_direct - log_transferred)).sum(dim=1)
 
     def image_errors(self, pred: torch.Tensor, batch: Batch) -> torch.Tensor:
         """1 - pixel accuracy over each image's labelled pixels."""
