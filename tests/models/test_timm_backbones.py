@@ -301,9 +301,9 @@ def test_a_backbone_of_one_input_size_is_refused_until_built_for_the_images():
         validate_config(compose_config([*fixed, "encoder.img_size=[64,64]"]))
 
 
-@pytest.mark.parametrize("model", ["mtan", "adamtnet"])
+@pytest.mark.parametrize("model", ["mtan", "adamtnet", "deeplabv3plus", "cross_stitch"])
 def test_architectures_with_their_own_trunk_refuse_a_timm_encoder(model):
-    with pytest.raises(ConfigError, match=f"model.arch={model} builds its own trunk"):
+    with pytest.raises(ConfigError, match=f"model.arch={model} does not take a timm trunk"):
         validate_config(compose_config([*BASE, f"model={model}",
                                         "encoder.name=convnext_atto"]))
 
