@@ -11,6 +11,7 @@ from helpers.config import ROOT
 LAYERS = {
     "errors": 0, "sample": 0, "locks": 0,
     "data": 1, "models": 1, "losses": 1, "metrics": 1, "weighting": 1, "runtime": 1, "viz": 1,
+    "study": 1,
     "tasks": 2,
     "config": 3, "tracking": 3, "reports": 3,
     "engine": 4,

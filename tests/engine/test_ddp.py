@@ -103,7 +103,10 @@ def test_two_gloo_processes_match_one_process_with_the_global_batch(tmp_path):
     assert ddp_losses[0] == pytest.approx(single_losses[0], rel=1e-5)
     assert ddp_losses == pytest.approx(single_losses, rel=1e-3)
     for key in ("val/miou", "val/pixacc", "val/abs_err", "val/abs_rel", "val/rmse"):
-        assert rank0["final"][key] == pytest.approx(single["final"][key], rel=2e-3, abs=1e-4), key
+        # mIoU counts argmax pixels: the 1e-3 drift of the weights flips a few of them (2.1e-3
+        # relative measured with the decoders' pre-BN biases, under 2e-3 without)
+        rel = 4e-3 if key == "val/miou" else 2e-3
+        assert rank0["final"][key] == pytest.approx(single["final"][key], rel=rel, abs=1e-4), key
     a, b = _params(ddp_dir / "checkpoints" / "last.pt"), _params(
         single_dir / "checkpoints" / "last.pt")
     assert a.keys() == b.keys()
@@ -138,6 +141,9 @@ def test_two_processes_match_one_for_a_gradient_and_an_epoch_method(tmp_path, me
     # train/grad_norm_* and grad_cos_* drift alike); that both ranks log the same weights
     # every epoch (above) shows they keep the same moving average
     drift = 5e-2 if method == "db_mtl" else 1e-3
+    # the first epoch's logged weights already carry a few steps of that drift: 2.2e-3
+    # measured for DB-MTL (with the decoders' pre-BN biases)
+    first = 5e-3 if method == "db_mtl" else 1e-3
     # DB-MTL's total is a sum of log-losses (near 0): its error is the losses' relative ones
     log_total = {"train/total": 2e-3} if method == "db_mtl" else {}
     for epoch, (ddp, one) in enumerate(zip(rank0["history"], single["history"], strict=True)):
@@ -145,7 +151,7 @@ def test_two_processes_match_one_for_a_gradient_and_an_epoch_method(tmp_path, me
             assert ddp[key] == pytest.approx(one[key], rel=1e-3, abs=log_total.get(key, 0)), key
         weights = [k for k in one if k.startswith("train/weight_")]
         assert [ddp[k] for k in weights] == pytest.approx([one[k] for k in weights],
-                                                          rel=1e-3 if epoch == 0 else drift)
+                                                          rel=first if epoch == 0 else drift)
     if method == "dwa":  # after two epochs the weights move off 1
         assert rank0["history"][-1]["train/weight_seg"] != 1.0
     a, b = _params(ddp_dir / "checkpoints" / "last.pt"), _params(
