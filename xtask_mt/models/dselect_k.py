@@ -24,13 +24,11 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from xtask_mt.models.mmoe import MMoETrunk
 from xtask_mt.models.sharing import (
-    LEVELS,
     DecoderFactory,
     EncoderFactory,
     flatten_for,
-    last_conv_weight,
-    mix,
     task_heads,
 )
 
@@ -69,38 +67,23 @@ class DSelectGate(nn.Module):
         return torch.einsum("nk,nke->ne", w, selectors)
 
 
-class DSelectKTrunk(nn.Module):
-    """Experts shared by all tasks and a DSelect-k gate per task."""
+class DSelectKTrunk(MMoETrunk):
+    """Experts shared by all tasks and a DSelect-k gate per task: MMoE's trunk with its
+    softmax gates replaced."""
 
     def __init__(self, encoder: EncoderFactory, num_tasks: int, num_experts: int, k: int,
                  gamma: float, input_size: tuple[int, int]) -> None:
-        super().__init__()
         if num_experts < 2 or num_experts & (num_experts - 1):
             raise ValueError("model.sharing.num_experts must be a power of 2 (2, 4, 8, ...) "
                              f"for DSelect-k's binary codes, got {num_experts}")
         if not 1 <= k <= num_experts or gamma <= 0:
             raise ValueError(f"model.sharing.k must be in [1, num_experts={num_experts}] and "
                              f"model.sharing.gamma > 0, got k={k}, gamma={gamma}")
-        self.experts = nn.ModuleList(encoder() for _ in range(num_experts))
-        values = 3 * input_size[0] * input_size[1]
-        self.gates = nn.ModuleList(DSelectGate(values, num_experts, k, gamma,
-                                               f"DSelect-k gate {t}") for t in range(num_tasks))
-        self.channels: tuple[int, ...] = self.experts[0].channels * num_tasks
 
-    def shared_parameters(self) -> list[nn.Parameter]:
-        """The experts."""
-        return list(self.experts.parameters())
+        def gate(values: int, experts: int, task: int) -> nn.Module:
+            return DSelectGate(values, experts, k, gamma, f"DSelect-k gate {task}")
 
-    def last_shared_parameters(self) -> list[nn.Parameter]:
-        return [last_conv_weight(e) for e in self.experts]
-
-    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
-        expert_maps = [e(image) for e in self.experts]
-        out = []
-        for gate in self.gates:
-            weights = gate(image)
-            out += [mix([maps[s] for maps in expert_maps], weights) for s in range(LEVELS)]
-        return out
+        super().__init__(encoder, num_tasks, num_experts, input_size, gate)
 
 
 def build_dselect_k(heads: Mapping[str, int], encoder: EncoderFactory, decoder: DecoderFactory,

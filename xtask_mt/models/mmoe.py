@@ -11,7 +11,7 @@ that task's gradient only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
@@ -26,19 +26,26 @@ from xtask_mt.models.sharing import (
     task_heads,
 )
 
+# (flattened input size, number of experts, task index) -> that task's gate over the experts
+GateFactory = Callable[[int, int, int], nn.Module]
+
+
+def _softmax_gate(values: int, num_experts: int, task: int) -> nn.Module:
+    return InputGate(values, num_experts, f"MMoE gate {task}")
+
 
 class MMoETrunk(nn.Module):
-    """Experts shared by all tasks and a softmax gate per task, both reading the image."""
+    """Experts shared by all tasks and a gate per task, both reading the image: MMoE's softmax
+    gate by default, or another `gate` (DSelect-k's) over the same experts."""
 
     def __init__(self, encoder: EncoderFactory, num_tasks: int, num_experts: int,
-                 input_size: tuple[int, int]) -> None:
+                 input_size: tuple[int, int], gate: GateFactory = _softmax_gate) -> None:
         super().__init__()
         if num_experts < 1:
             raise ValueError(f"model.sharing.num_experts must be >= 1, got {num_experts}")
         self.experts = nn.ModuleList(encoder() for _ in range(num_experts))
         values = 3 * input_size[0] * input_size[1]
-        self.gates = nn.ModuleList(InputGate(values, num_experts, f"MMoE gate {k}")
-                                   for k in range(num_tasks))
+        self.gates = nn.ModuleList(gate(values, num_experts, k) for k in range(num_tasks))
         self.channels: tuple[int, ...] = self.experts[0].channels * num_tasks
 
     def shared_parameters(self) -> list[nn.Parameter]:
