@@ -22,6 +22,7 @@ from xtask_mt.models.sharing import (
     DecoderFactory,
     EncoderFactory,
     InputGate,
+    expert_pools,
     last_conv_weight,
     mix,
     task_heads,
@@ -34,13 +35,8 @@ class CGCTrunk(nn.Module):
     def __init__(self, encoder: EncoderFactory, num_tasks: int, shared_experts: int,
                  task_experts: int, input_size: tuple[int, int]) -> None:
         super().__init__()
-        if shared_experts < 1 or task_experts < 0:
-            raise ValueError("model.sharing.shared_experts must be >= 1 and "
-                             f"model.sharing.task_experts >= 0, got {shared_experts} and "
-                             f"{task_experts}")
-        self.shared = nn.ModuleList(encoder() for _ in range(shared_experts))
-        self.specific = nn.ModuleList(nn.ModuleList(encoder() for _ in range(task_experts))
-                                      for _ in range(num_tasks))
+        self.shared, self.specific = expert_pools(encoder, num_tasks, shared_experts,
+                                                  task_experts)
         values = 3 * input_size[0] * input_size[1]
         self.gates = nn.ModuleList(InputGate(values, shared_experts + task_experts,
                                              f"CGC gate {k}") for k in range(num_tasks))

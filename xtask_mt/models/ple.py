@@ -27,6 +27,7 @@ from xtask_mt.models.sharing import (
     DecoderFactory,
     EncoderFactory,
     InputGate,
+    expert_pools,
     last_conv_weight,
     level_inputs,
     mix,
@@ -41,13 +42,8 @@ class PLETrunk(nn.Module):
     def __init__(self, encoder: EncoderFactory, num_tasks: int, shared_experts: int,
                  task_experts: int, input_size: tuple[int, int]) -> None:
         super().__init__()
-        if shared_experts < 1 or task_experts < 0:
-            raise ValueError("model.sharing.shared_experts must be >= 1 and "
-                             f"model.sharing.task_experts >= 0, got {shared_experts} and "
-                             f"{task_experts}")
-        self.shared = nn.ModuleList(encoder() for _ in range(shared_experts))
-        self.specific = nn.ModuleList(nn.ModuleList(encoder() for _ in range(task_experts))
-                                      for _ in range(num_tasks))
+        self.shared, self.specific = expert_pools(encoder, num_tasks, shared_experts,
+                                                  task_experts)
         sizes = level_inputs(self.shared[0].channels, *input_size)
         n_task, n_all = shared_experts + task_experts, shared_experts + num_tasks * task_experts
         self.task_gates = nn.ModuleList(

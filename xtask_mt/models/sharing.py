@@ -103,3 +103,17 @@ def task_heads(heads: Mapping[str, int], channels: tuple[int, ...],
     """One TaskHead per task (task -> output channels), in the trunk's task order."""
     return {task: TaskHead(decoder(channels, out), i)
             for i, (task, out) in enumerate(heads.items())}
+
+
+def expert_pools(encoder: EncoderFactory, num_tasks: int, shared_experts: int,
+                 task_experts: int) -> tuple[nn.ModuleList, nn.ModuleList]:
+    """CGC's and PLE's experts: `shared_experts` backbones for all tasks, then
+    `task_experts` of each task's own (built in that order, so seeded runs match)."""
+    if shared_experts < 1 or task_experts < 0:
+        raise ValueError("model.sharing.shared_experts must be >= 1 and "
+                         f"model.sharing.task_experts >= 0, got {shared_experts} and "
+                         f"{task_experts}")
+    shared = nn.ModuleList(encoder() for _ in range(shared_experts))
+    specific = nn.ModuleList(nn.ModuleList(encoder() for _ in range(task_experts))
+                             for _ in range(num_tasks))
+    return shared, specific
