@@ -19,7 +19,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from hydra_plugins.xtask_mt_sweeper.job_returns import describe, log_if_bug
+from xtask_mt.study.job_returns import describe, log_if_bug
 
 _LISTED = 3  # failed jobs named in the final line; the rest are counted
 

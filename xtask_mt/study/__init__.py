@@ -1,2 +1,3 @@
-"""The Optuna study behind `hparams_search=...`: its search space, storage, sampler seeding
-and failure budget, used by the sweeper in hydra_plugins/xtask_mt_sweeper/optuna_search.py."""
+"""The Optuna study behind `hparams_search=...`: the search (search.py, run by the sweeper
+plugin hydra_plugins/xtask_mt_sweeper/optuna_search.py), its search space, storage, sampler
+seeding and failure budget."""
